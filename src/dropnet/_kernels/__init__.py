@@ -1,0 +1,31 @@
+"""Compiled kernels behind one switch: ``backend("cpu")``, ``backend("cuda")`` or
+``backend("reference")`` return modules with the same functions and signatures:
+
+- ``pair_trace_and_frobenius(w_in, w_out) -> (trace, fro)``, each (N_in, N_out) float64
+- ``dominance_ratio_matrix(w_in, w_out) -> ratio`` (N_in, N_out) float64
+- ``block_forward(x, weights, layer_in, layer_out) -> (m, d)``
+- ``prefix_activations(x, weights, seq_in, seq_out) -> acts`` (n+1, m, d)
+- ``network_output(x, weights, seq_in, seq_out) -> y`` (m,)
+- ``evaluate_candidates(acts, weights, start, seq_in, seq_out, target) -> sse`` (k,) float64
+- ``residual_norms(x, weights, cand_in, cand_out) -> mean ||block(x) - x||`` (k,) float64
+
+``weights`` is a :class:`BlockWeights` of stacked layers in the activations' dtype. The CPU
+module also has ``refresh_prefix(acts, weights, seq_in, seq_out, first)`` (in place).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .types import BlockWeights
+
+BACKENDS = ("cpu", "cuda", "reference")
+
+__all__ = ["BACKENDS", "BlockWeights", "backend"]
+
+
+def backend(name: str = "cpu") -> ModuleType:
+    """The kernel module for ``name`` (imported lazily: Numba compiles or loads on first use)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {BACKENDS}")
+    return importlib.import_module(f"{__name__}.{name}")

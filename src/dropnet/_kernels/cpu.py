@@ -1,0 +1,255 @@
+"""Numba CPU kernels, parallel over rows (or pairs), same names and arguments as
+``reference.py`` and ``cuda.py``.
+
+Each algorithm has three layers: a serial ``@njit`` per-row helper (``_*_row``), a
+``parallel=True`` driver that gives each thread its own slice of the output (``_*_par``),
+and the public function, which validates and converts once. Activations and weights share
+one float dtype (float32 for the search, float64 for certification); sums of squared
+errors are accumulated in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .types import BlockWeights
+
+# Reassociation lets LLVM vectorise the dot products; no nnan/ninf so NaN checks still work.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+ROWS_PER_TASK = 32  # rows one thread handles between scheduling points (multiple of LANES)
+LANES = 4  # rows advanced together by the block micro-kernel
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _block_rows(x, w_in, b_in, w_out, b_out, hid):
+    """In place on LANES rows x (LANES, d): x <- x + relu(x w_in^T + b_in) w_out^T + b_out,
+    scratch hid (LANES, h). Four rows share each weight load (register blocking)."""
+    h, d = w_in.shape
+    for k in range(h):
+        s0 = s1 = s2 = s3 = b_in[k]
+        for a in range(d):
+            w = w_in[k, a]
+            s0 += w * x[0, a]
+            s1 += w * x[1, a]
+            s2 += w * x[2, a]
+            s3 += w * x[3, a]
+        hid[0, k] = max(s0, 0)
+        hid[1, k] = max(s1, 0)
+        hid[2, k] = max(s2, 0)
+        hid[3, k] = max(s3, 0)
+    for a in range(d):
+        s0 = s1 = s2 = s3 = b_out[a]
+        for k in range(h):
+            w = w_out[a, k]
+            s0 += w * hid[0, k]
+            s1 += w * hid[1, k]
+            s2 += w * hid[2, k]
+            s3 += w * hid[3, k]
+        x[0, a] += s0
+        x[1, a] += s1
+        x[2, a] += s2
+        x[3, a] += s3
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _run_blocks(x, w_in, b_in, w_out, b_out, seq_in, seq_out, first, hid):
+    """In place on x (LANES, d): blocks seq_in[p], seq_out[p] for p = first .. n-1."""
+    for p in range(first, seq_in.shape[0]):
+        i, j = seq_in[p], seq_out[p]
+        _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
+
+
+@njit(cache=True, nogil=True)
+def _load_rows(src, r0, r1, x):
+    """x (LANES, d) <- rows r0..r1-1 of src (m, d), padding with row r1-1."""
+    for lane in range(LANES):
+        x[lane] = src[min(r0 + lane, r1 - 1)]
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _dot(a, b):
+    s = 0.0
+    for t in range(a.shape[0]):
+        s += a[t] * b[t]
+    return s
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _pair_par(w_in, w_out, trace, fro):
+    n_in, h, d = w_in.shape
+    n_out = w_out.shape[0]
+    g_in = np.empty((n_in, h, h))
+    g_out = np.empty((n_out, h, h))
+    for i in prange(n_in + n_out):  # Gram matrices W_in W_in^T and W_out^T W_out, (h, h)
+        if i < n_in:
+            w = w_in[i].astype(np.float64)
+            g_in[i] = w @ w.T
+        else:
+            w = w_out[i - n_in].astype(np.float64)
+            g_out[i - n_in] = w.T @ w
+    for t in prange(n_in * n_out):
+        i, j = t // n_out, t % n_out
+        tr = 0.0
+        for a in range(d):
+            for k in range(h):
+                tr += w_out[j, a, k] * w_in[i, k, a]
+        trace[i, j] = tr
+        fro[i, j] = np.sqrt(max(_dot(g_in[i].ravel(), g_out[j].ravel()), 0.0))
+
+
+def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """trace[i, j] = tr(W_out[j] W_in[i]), fro[i, j] = ||W_out[j] W_in[i]||_F, each (N_in, N_out)
+    float64, without forming the products: ||W_out W_in||_F^2 = <W_out^T W_out, W_in W_in^T>."""
+    w_in = np.ascontiguousarray(w_in, dtype=np.float64)
+    w_out = np.ascontiguousarray(w_out, dtype=np.float64)
+    trace = np.empty((w_in.shape[0], w_out.shape[0]))
+    fro = np.empty_like(trace)
+    _pair_par(w_in, w_out, trace, fro)
+    return trace, fro
+
+
+def dominance_ratio_matrix(w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
+    """ratio[i, j] = |tr(W_out[j] W_in[i])| / ||W_out[j] W_in[i]||_F, (N_in, N_out) float64."""
+    trace, fro = pair_trace_and_frobenius(w_in, w_out)
+    return np.abs(trace) / np.maximum(fro, np.finfo(np.float64).tiny)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _prefix_par(acts, w_in, b_in, w_out, b_out, seq_in, seq_out, first):
+    n1, m, d = acts.shape
+    h = w_in.shape[1]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in prange(tasks):
+        x = np.empty((LANES, d), acts.dtype)
+        hid = np.empty((LANES, h), acts.dtype)
+        end = min(m, (t + 1) * ROWS_PER_TASK)
+        for r0 in range(t * ROWS_PER_TASK, end, LANES):
+            r1 = min(r0 + LANES, end)
+            _load_rows(acts[first], r0, r1, x)
+            for p in range(first, n1 - 1):
+                i, j = seq_in[p], seq_out[p]
+                _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
+                acts[p + 1, r0:r1] = x[: r1 - r0]
+
+
+def refresh_prefix(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                   seq_out: np.ndarray, first: int) -> None:
+    """In place: recompute acts[p+1] for p >= first from acts[first]; acts (n+1, m, d)."""
+    _prefix_par(acts, weights.w_in, weights.b_in, weights.w_out, weights.b_out,
+                np.ascontiguousarray(seq_in, np.int64), np.ascontiguousarray(seq_out, np.int64),
+                int(first))
+
+
+def prefix_activations(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                       seq_out: np.ndarray) -> np.ndarray:
+    """acts (n+1, m, d) in x's dtype: acts[0] = x, acts[p+1] = block p applied to acts[p]."""
+    acts = np.empty((len(seq_in) + 1,) + x.shape, dtype=x.dtype)
+    acts[0] = x
+    refresh_prefix(acts, weights, seq_in, seq_out, 0)
+    return acts
+
+
+def block_forward(x: np.ndarray, weights: BlockWeights, layer_in: int, layer_out: int) -> np.ndarray:
+    """One block (input layer ``layer_in``, output layer ``layer_out``) on x (m, d) -> (m, d)."""
+    acts = prefix_activations(x, weights, np.array([layer_in]), np.array([layer_out]))
+    return acts[1]
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _output_par(x, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_out, y):
+    m, d = x.shape
+    h = w_in.shape[1]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in prange(tasks):
+        rows = np.empty((LANES, d), x.dtype)
+        hid = np.empty((LANES, h), x.dtype)
+        end = min(m, (t + 1) * ROWS_PER_TASK)
+        for r0 in range(t * ROWS_PER_TASK, end, LANES):
+            r1 = min(r0 + LANES, end)
+            _load_rows(x, r0, r1, rows)
+            _run_blocks(rows, w_in, b_in, w_out, b_out, seq_in, seq_out, 0, hid)
+            for r in range(r0, r1):
+                y[r] = _dot(w_last, rows[r - r0]) + b_last[0]
+
+
+def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                   seq_out: np.ndarray) -> np.ndarray:
+    """Output (m,) in x's dtype of blocks (seq_in[p], seq_out[p]) then the final layer."""
+    y = np.empty(x.shape[0], dtype=x.dtype)
+    _output_par(x, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
+                weights.b_last, np.ascontiguousarray(seq_in, np.int64),
+                np.ascontiguousarray(seq_out, np.int64), y)
+    return y
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _candidates_par(acts, w_in, b_in, w_out, b_out, w_last, b_last, start, seq_in, seq_out,
+                    target, partial):
+    m, d = acts.shape[1], acts.shape[2]
+    h = w_in.shape[1]
+    k = start.shape[0]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in prange(k * tasks):
+        c, chunk = t // tasks, t % tasks
+        x = np.empty((LANES, d), acts.dtype)
+        hid = np.empty((LANES, h), acts.dtype)
+        total = 0.0
+        end = min(m, (chunk + 1) * ROWS_PER_TASK)
+        for r0 in range(chunk * ROWS_PER_TASK, end, LANES):
+            r1 = min(r0 + LANES, end)
+            _load_rows(acts[start[c]], r0, r1, x)
+            _run_blocks(x, w_in, b_in, w_out, b_out, seq_in[c], seq_out[c], start[c], hid)
+            for r in range(r0, r1):
+                err = np.float64(_dot(w_last, x[r - r0]) + b_last[0]) - target[r]
+                total += err * err
+        partial[c, chunk] = total
+
+
+def evaluate_candidates(acts: np.ndarray, weights: BlockWeights, start: np.ndarray,
+                        seq_in: np.ndarray, seq_out: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """sse (k,) float64: squared error vs target (m,) of each candidate sequence, reusing the
+    cached acts[start[c]] (acts (n+1, m, d)) and recomputing blocks p >= start[c] only."""
+    k, m = len(start), acts.shape[1]
+    partial = np.empty((k, (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK))
+    _candidates_par(acts, weights.w_in, weights.b_in, weights.w_out, weights.b_out,
+                    weights.w_last, weights.b_last, np.ascontiguousarray(start, np.int64),
+                    np.ascontiguousarray(seq_in, np.int64), np.ascontiguousarray(seq_out, np.int64),
+                    np.ascontiguousarray(target, np.float64), partial)
+    return partial.sum(axis=1)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _residual_par(x, w_in, b_in, w_out, b_out, cand_in, cand_out, partial):
+    m, d = x.shape
+    h = w_in.shape[1]
+    k = cand_in.shape[0]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in prange(k * tasks):
+        c, chunk = t // tasks, t % tasks
+        y = np.empty((LANES, d), x.dtype)
+        hid = np.empty((LANES, h), x.dtype)
+        i, j = cand_in[c], cand_out[c]
+        total = 0.0
+        end = min(m, (chunk + 1) * ROWS_PER_TASK)
+        for r0 in range(chunk * ROWS_PER_TASK, end, LANES):
+            r1 = min(r0 + LANES, end)
+            _load_rows(x, r0, r1, y)
+            _block_rows(y, w_in[i], b_in[i], w_out[j], b_out[j], hid)
+            for r in range(r0, r1):
+                sq = 0.0
+                for a in range(d):
+                    diff = np.float64(y[r - r0, a] - x[r, a])
+                    sq += diff * diff
+                total += np.sqrt(sq)
+        partial[c, chunk] = total
+
+
+def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
+                   cand_out: np.ndarray) -> np.ndarray:
+    """Mean over rows of ||block(x) - x||_2 for each candidate block (k,) float64, x (m, d)."""
+    k, m = len(cand_in), x.shape[0]
+    partial = np.empty((k, (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK))
+    _residual_par(x, weights.w_in, weights.b_in, weights.w_out, weights.b_out,
+                  np.ascontiguousarray(cand_in, np.int64), np.ascontiguousarray(cand_out, np.int64),
+                  partial)
+    return partial.sum(axis=1) / m

@@ -1,0 +1,76 @@
+"""Slow, obviously right numpy versions of every kernel, for tests.
+
+Each function has the same name, arguments and result as its twin in ``cpu.py`` and
+``cuda.py``. Shapes: ``n`` blocks in a sequence, ``N`` stacked layers to index into,
+``m`` rows, width ``d``, hidden size ``h``, ``k`` candidates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .types import BlockWeights
+
+
+def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """trace[i, j] = tr(W_out[j] W_in[i]), fro[i, j] = ||W_out[j] W_in[i]||_F, each (N_in, N_out)."""
+    n_in, n_out = w_in.shape[0], w_out.shape[0]
+    trace, fro = np.zeros((n_in, n_out)), np.zeros((n_in, n_out))
+    for i in range(n_in):
+        for j in range(n_out):
+            product = w_out[j].astype(np.float64) @ w_in[i].astype(np.float64)
+            trace[i, j], fro[i, j] = np.trace(product), np.linalg.norm(product)
+    return trace, fro
+
+
+def dominance_ratio_matrix(w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
+    """ratio[i, j] = |tr(W_out[j] W_in[i])| / ||W_out[j] W_in[i]||_F, (N_in, N_out)."""
+    trace, fro = pair_trace_and_frobenius(w_in, w_out)
+    return np.abs(trace) / np.maximum(fro, np.finfo(np.float64).tiny)
+
+
+def _block(x: np.ndarray, w: BlockWeights, i: int, j: int) -> np.ndarray:
+    return x + np.maximum(x @ w.w_in[i].T + w.b_in[i], 0) @ w.w_out[j].T + w.b_out[j]
+
+
+def block_forward(x: np.ndarray, weights: BlockWeights, layer_in: int, layer_out: int) -> np.ndarray:
+    """One block (input layer ``layer_in``, output layer ``layer_out``) on x (m, d) -> (m, d)."""
+    return _block(x, weights, layer_in, layer_out)
+
+
+def prefix_activations(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                       seq_out: np.ndarray) -> np.ndarray:
+    """acts (n+1, m, d): acts[0] = x, acts[p+1] = block p applied to acts[p]."""
+    acts = [x]
+    for i, j in zip(seq_in, seq_out):
+        acts.append(_block(acts[-1], weights, i, j))
+    return np.stack(acts)
+
+
+def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                   seq_out: np.ndarray) -> np.ndarray:
+    """Output (m,) of blocks (seq_in[p], seq_out[p]) then the final layer, on x (m, d)."""
+    acts = prefix_activations(x, weights, seq_in, seq_out)
+    return acts[-1] @ weights.w_last + weights.b_last[0]
+
+
+def evaluate_candidates(acts: np.ndarray, weights: BlockWeights, start: np.ndarray,
+                        seq_in: np.ndarray, seq_out: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """sse (k,): sum of squared errors vs target (m,) of candidate c, which reuses acts[start[c]]
+    and runs blocks seq_in[c, p], seq_out[c, p] for p >= start[c], then the final layer."""
+    sse = np.zeros(len(start))
+    for c in range(len(start)):
+        x = acts[start[c]].astype(np.float64)
+        for p in range(start[c], seq_in.shape[1]):
+            x = _block(x, weights, seq_in[c, p], seq_out[c, p])
+        y = x @ weights.w_last + weights.b_last[0]
+        sse[c] = np.sum((y - target) ** 2)
+    return sse
+
+
+def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
+                   cand_out: np.ndarray) -> np.ndarray:
+    """Mean over rows of ||block(x) - x||_2 for each candidate block (k,), x (m, d)."""
+    out = np.empty(len(cand_in))
+    for c, (i, j) in enumerate(zip(cand_in, cand_out)):
+        out[c] = np.linalg.norm(_block(x, weights, i, j) - x, axis=1).mean()
+    return out

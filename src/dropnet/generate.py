@@ -1,0 +1,257 @@
+"""Make dropped networks: train one, shatter its layers into shuffled piece files, and
+measure how strongly its true block pairs stand out.
+
+A dropped network in ``out_dir`` looks like the published puzzle::
+
+    out_dir/pieces/piece_<i>.<pth|npz|safetensors>   2n+1 shuffled linear layers
+    out_dir/historical_data.csv                      measurement_0..,pred,true
+    out_dir/answer.json                              {"permutation", "config", "signal"}
+
+The permutation has 2n+1 piece indices: entry 2k is block k's input layer, 2k+1 its output
+layer, the last entry the final layer. ``answer.json`` sits outside ``pieces/`` so a solver
+pointed at the pieces never sees it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import spearmanr
+
+from .io import PIECE_PATTERN, load_data, load_pieces
+from .model import Network, forward
+from .train import History, TrainConfig, predict_float32, train
+from .writers import FORMATS, write_csv, write_piece
+
+RatioFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- signal
+
+
+def _trace_and_ratio(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """tr(W_out[j] W_in[i]) and |tr| / ||W_out[j] W_in[i]||_F for w_in (n, h, d),
+    w_out (n, d, h); both (n, n) indexed [input i, output j]."""
+    n = w_in.shape[0]
+    trace = np.einsum("ihd,jdh->ij", w_in, w_out)
+    gram_in = np.einsum("ihd,ikd->ihk", w_in, w_in).reshape(n, -1)
+    gram_out = np.einsum("jdh,jdk->jhk", w_out, w_out).reshape(n, -1)
+    fro = np.sqrt(np.maximum(gram_in @ gram_out.T, 0.0))
+    return trace, np.abs(trace) / np.maximum(fro, np.finfo(float).tiny)
+
+
+def dominance_ratio(w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
+    """The diagonal dominance ratio |tr(W_out W_in)| / ||W_out W_in||_F, (n, n) [in, out],
+    for w_in (n, h, d) and w_out (n, d, h) (plain numpy; ||AB||_F^2 = <A^T A, B B^T>)."""
+    return _trace_and_ratio(w_in, w_out)[1]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """How clearly a trained net's true pairs stand out (blocks in execution order).
+
+    trace_min/max: range of tr(W_out[k] W_in[k]) over true pairs; matched_min: smallest
+    ratio of a true pair; unmatched_max: largest ratio of a wrong pair; separation:
+    matched_min / unmatched_max (> 1: a threshold separates them); accuracy: fraction of
+    pairs recovered by linear_sum_assignment on -ratio; depth_spearman: rank correlation of
+    ||W_out[k]||_F with depth k.
+    """
+
+    blocks: int
+    trace_min: float
+    trace_max: float
+    matched_min: float
+    matched_max: float
+    unmatched_max: float
+    separation: float
+    accuracy: float
+    depth_spearman: float
+
+    @property
+    def perfect(self) -> bool:
+        """Every pair recovered by the dominance-ratio assignment."""
+        return self.accuracy == 1.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "perfect": self.perfect}
+
+    def describe(self) -> str:
+        """One line: trace range, ratio separation, assignment accuracy, depth correlation."""
+        return (f"trace {self.trace_min:.2f}..{self.trace_max:.2f}  ratio true >= "
+                f"{self.matched_min:.2f} vs wrong <= {self.unmatched_max:.2f} "
+                f"(x{self.separation:.2f})  assignment {self.accuracy:.0%}  "
+                f"spearman(|W_out|, depth) {self.depth_spearman:+.2f}")
+
+
+def signal_summary(net: Network, ratio: RatioFn | None = None) -> Signal:
+    """Summarise the pairing and ordering signal of ``net`` (blocks in true order).
+
+    ``ratio(w_in (n, h, d), w_out (n, d, h)) -> (n, n)`` may replace the numpy ratio.
+    """
+    n = net.blocks
+    trace, ratios = _trace_and_ratio(net.w_in, net.w_out)
+    if ratio is not None:
+        ratios = np.asarray(ratio(net.w_in, net.w_out), dtype=np.float64)
+    matched = np.diag(ratios)
+    unmatched = ratios[~np.eye(n, dtype=bool)]
+    _, cols = linear_sum_assignment(-ratios)
+    norms = np.linalg.norm(net.w_out, axis=(1, 2))
+    rho = float(spearmanr(np.arange(n), norms).statistic) if n > 2 else 0.0
+    top = float(unmatched.max()) if unmatched.size else 0.0
+    return Signal(
+        blocks=n, trace_min=float(np.diag(trace).min()), trace_max=float(np.diag(trace).max()),
+        matched_min=float(matched.min()), matched_max=float(matched.max()), unmatched_max=top,
+        separation=float(matched.min() / top) if top > 0 else float("inf"),
+        accuracy=float(np.mean(cols == np.arange(n))), depth_spearman=rho)
+
+
+# --------------------------------------------------------------------------- shatter
+
+
+def network_layers(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 2n+1 (weight (out, in), bias (out,)) layers in answer order:
+    block 0 input, block 0 output, ..., final layer."""
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in range(net.blocks):
+        layers += [(net.w_in[k], net.b_in[k]), (net.w_out[k], net.b_out[k])]
+    return layers + [(net.w_last[None, :], np.array([net.b_last]))]
+
+
+def _prepare_pieces_dir(pieces_dir: Path, overwrite: bool) -> None:
+    """Create ``pieces_dir``; refuse (or with ``overwrite`` delete) old piece files there."""
+    pieces_dir.mkdir(parents=True, exist_ok=True)
+    old = [p for p in pieces_dir.iterdir() if PIECE_PATTERN.match(p.name)]
+    if old and not overwrite:
+        raise FileExistsError(f"{pieces_dir} already holds piece files; pass overwrite=True")
+    for path in old:
+        path.unlink()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def shatter(net: Network, x: np.ndarray, y_true: np.ndarray, out_dir: str | Path,
+            fmt: str = "pth", seed: int = 0, config: dict | None = None,
+            overwrite: bool = False) -> list[int]:
+    """Shuffle the 2n+1 layers of ``net`` into ``out_dir/pieces/piece_<i>.<fmt>``, write
+    ``out_dir/historical_data.csv`` (x (m, d), pred = float32 forward pass, true = y_true (m,))
+    and ``out_dir/answer.json``; return the true permutation (2n+1 piece indices)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown piece format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    pieces_dir = out_dir / "pieces"
+    _prepare_pieces_dir(pieces_dir, overwrite)
+    layers = network_layers(net)
+    piece_of_layer = [int(i) for i in np.random.default_rng(seed).permutation(len(layers))]
+    for (weight, bias), piece in zip(layers, piece_of_layer):
+        write_piece(pieces_dir / f"piece_{piece}.{fmt}", weight, bias, fmt)
+    x32 = np.asarray(x, dtype=np.float32)
+    pred = predict_float32(net, x32)
+    write_csv(out_dir / "historical_data.csv", x32, pred, np.asarray(y_true, np.float32))
+    _write_json(out_dir / "answer.json", {"permutation": piece_of_layer, "config": config or {},
+                                          "signal": signal_summary(net).to_dict()})
+    return piece_of_layer
+
+
+def reassemble(out_dir: str | Path, permutation: list[int] | None = None) -> Network:
+    """Read ``out_dir/pieces`` and stack them in ``permutation`` order (default: the one in
+    ``out_dir/answer.json``) into a float64 :class:`Network`."""
+    out_dir = Path(out_dir)
+    if permutation is None:
+        permutation = json.loads((out_dir / "answer.json").read_text())["permutation"]
+    items = load_pieces(out_dir / "pieces").items
+    layers = [items[i] for i in permutation]
+    ins, outs = layers[0:-1:2], layers[1:-1:2]
+    return Network(np.stack([p.weight for p in ins]), np.stack([p.bias for p in ins]),
+                   np.stack([p.weight for p in outs]), np.stack([p.bias for p in outs]),
+                   layers[-1].weight[0].copy(), float(layers[-1].bias[0]))
+
+
+def reassembly_mse(out_dir: str | Path, permutation: list[int] | None = None) -> float:
+    """MSE (float64) between the reassembled network's output and the CSV's ``pred``."""
+    data = load_data(Path(out_dir) / "historical_data.csv")
+    net = reassemble(out_dir, permutation)
+    return float(np.mean((forward(net, data.x) - data.pred) ** 2))
+
+
+# --------------------------------------------------------------------------- drop
+
+
+@dataclass(frozen=True)
+class DropSummary:
+    """What :func:`drop` made: folder, true permutation, signal, training history, the
+    float64 reassembly MSE vs pred, MSE(pred, true) and the time spent."""
+
+    out_dir: Path
+    permutation: list[int]
+    signal: Signal
+    history: History
+    reassembly_mse: float
+    pred_mse: float
+    seconds: float
+
+
+def drop(out_dir: str | Path, config: TrainConfig, fmt: str = "pth", seed: int = 0,
+         progress: Callable[[int, float], None] | None = None,
+         overwrite: bool = False) -> DropSummary:
+    """Train a network with ``config``, shatter it into ``out_dir`` and summarise it.
+
+    ``seed`` drives the shuffle of the pieces (the training seed is ``config.seed``).
+    """
+    started = time.perf_counter()
+    net, x, y_true, history = train(config, progress)
+    perm = shatter(net, x, y_true, out_dir, fmt, seed,
+                   {**config.to_dict(), "format": fmt, "shuffle_seed": seed,
+                    "epochs_run": history.epochs, "train_seconds": round(history.seconds, 2)},
+                   overwrite)
+    data = load_data(Path(out_dir) / "historical_data.csv")
+    return DropSummary(Path(out_dir), perm, signal_summary(net), history,
+                       reassembly_mse(out_dir), float(np.mean((data.pred - data.true) ** 2)),
+                       time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- corpus
+
+CORPUS: tuple[TrainConfig, ...] = ()  # filled in below, once the recipes are known
+
+
+def corpus_name(config: TrainConfig) -> str:
+    """Folder name of a corpus entry, e.g. ``b8_d16_h32_adam_s0``."""
+    return f"b{config.blocks}_d{config.width}_h{config.hidden}_{config.optimizer}_s{config.seed}"
+
+
+def build_corpus(cache_dir: str | Path, configs: tuple[TrainConfig, ...] | None = None,
+                 fmt: str = "pth") -> list[Path]:
+    """Generate (idempotently) one dropped network per config under ``cache_dir``.
+
+    An entry whose ``answer.json`` exists with the same config is kept as it is; returns
+    the entry folders in config order.
+    """
+    cache_dir = Path(cache_dir)
+    folders = []
+    for config in configs if configs is not None else CORPUS:
+        folder = cache_dir / corpus_name(config)
+        if not _corpus_entry_ok(folder, config, fmt):
+            drop(folder, config, fmt=fmt, seed=config.seed, overwrite=True)
+        folders.append(folder)
+    return folders
+
+
+def _corpus_entry_ok(folder: Path, config: TrainConfig, fmt: str) -> bool:
+    """True when ``folder`` already holds this config's dropped network."""
+    try:
+        stored = json.loads((folder / "answer.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return False
+    want = config.to_dict()
+    return all(stored.get(k) == v for k, v in want.items()) and stored.get("format") == fmt

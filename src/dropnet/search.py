@@ -1,0 +1,159 @@
+"""Hill climbing over block orders with a prefix-cached forward pass.
+
+The cache holds the activations before every position, ``acts[p]`` (n+1, m, d). A move
+changes the sequence from its first touched position ``lo`` onward, so it is evaluated by
+rerunning blocks ``lo..n-1`` from ``acts[lo]`` only; many moves are evaluated in one kernel
+call. An accepted move refreshes the cache from ``lo``. The accepted squared error never
+increases: a move is taken only when it lowers it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ._kernels import BlockWeights, backend
+
+IMPROVEMENT = 1e-6  # a move must lower the squared error by this fraction to be accepted
+
+
+@dataclass(frozen=True)
+class Moves:
+    """k candidate sequences: ``seq_in``/``seq_out`` (k, n), each differing from the current
+    one only at positions ``lo[c]..hi[c]`` (inclusive)."""
+
+    seq_in: np.ndarray
+    seq_out: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.lo.shape[0])
+
+
+def adjacent_swaps(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
+    """Every swap of the blocks at positions i and i+1, i = 0..n-2."""
+    n = len(seq_in)
+    lo = np.arange(n - 1)
+    cand_in, cand_out = np.tile(seq_in, (n - 1, 1)), np.tile(seq_out, (n - 1, 1))
+    cand_in[lo, lo], cand_in[lo, lo + 1] = seq_in[lo + 1], seq_in[lo]
+    cand_out[lo, lo], cand_out[lo, lo + 1] = seq_out[lo + 1], seq_out[lo]
+    return Moves(cand_in, cand_out, lo, lo + 1)
+
+
+@dataclass
+class SearchLog:
+    """What a search did: accepted MSE after each round, candidate and block evaluations
+    (one block evaluation = one block on all search rows), and wall time in seconds."""
+
+    mse: list[float] = field(default_factory=list)
+    candidates: int = 0
+    block_evals: int = 0
+    rounds: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class SearchState:
+    """The current sequence, its prefix cache (n+1, m, d) and its squared error."""
+
+    seq_in: np.ndarray
+    seq_out: np.ndarray
+    acts: np.ndarray
+    sse: float
+
+
+class Climber:
+    """Hill climbing on squared error vs ``target`` (m,) over rows x (m, d)."""
+
+    def __init__(self, weights: BlockWeights, x: np.ndarray, target: np.ndarray,
+                 kernels: str = "cpu", dtype=np.float32):
+        self.k = backend(kernels)
+        self.weights = weights.astype(dtype)
+        self.x = np.ascontiguousarray(x, dtype=dtype)
+        self.target = np.ascontiguousarray(target, dtype=np.float64)
+        self.log = SearchLog()
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+    def start(self, seq_in: np.ndarray, seq_out: np.ndarray) -> SearchState:
+        """Build the prefix cache of a sequence and score it."""
+        seq_in, seq_out = np.asarray(seq_in, np.int64), np.asarray(seq_out, np.int64)
+        acts = self.k.prefix_activations(self.x, self.weights, seq_in, seq_out)
+        n = len(seq_in)
+        sse = self._evaluate(acts, np.array([n]), seq_in[None], seq_out[None])[0]
+        self.log.block_evals += n
+        return SearchState(seq_in, seq_out, acts, float(sse))
+
+    def _evaluate(self, acts, start, seq_in, seq_out) -> np.ndarray:
+        self.log.candidates += len(start)
+        self.log.block_evals += int(np.sum(seq_in.shape[1] - start))
+        return self.k.evaluate_candidates(acts, self.weights, start, seq_in, seq_out, self.target)
+
+    def _accept(self, state: SearchState, seq_in, seq_out, lo: int, sse: float) -> None:
+        state.seq_in, state.seq_out, state.sse = seq_in.copy(), seq_out.copy(), float(sse)
+        self._refresh(state, lo)
+
+    def _refresh(self, state: SearchState, lo: int) -> None:
+        acts, n = state.acts, len(state.seq_in)
+        if hasattr(self.k, "refresh_prefix"):
+            self.k.refresh_prefix(acts, self.weights, state.seq_in, state.seq_out, lo)
+        else:
+            acts[lo:] = self.k.prefix_activations(acts[lo], self.weights, state.seq_in[lo:],
+                                                  state.seq_out[lo:])
+        self.log.block_evals += n - lo
+
+    def step(self, state: SearchState, moves: Moves) -> bool:
+        """Evaluate every move; take the best, or a combination of the best disjoint ones
+        when that is better still. Returns False when no move improves."""
+        if len(moves) == 0:
+            return False
+        sse = self._evaluate(state.acts, moves.lo, moves.seq_in, moves.seq_out)
+        improving = np.flatnonzero(sse < state.sse * (1 - IMPROVEMENT))
+        if improving.size == 0:
+            return False
+        improving = improving[np.argsort(sse[improving], kind="stable")]
+        best = int(improving[0])
+        chosen = _disjoint(moves, improving)
+        if len(chosen) > 1:
+            comb_in, comb_out = state.seq_in.copy(), state.seq_out.copy()
+            for c in chosen:
+                span = slice(moves.lo[c], moves.hi[c] + 1)
+                comb_in[span], comb_out[span] = moves.seq_in[c, span], moves.seq_out[c, span]
+            lo = int(moves.lo[chosen].min())
+            comb = self._evaluate(state.acts, np.array([lo]), comb_in[None], comb_out[None])[0]
+            if comb < sse[best]:
+                self._accept(state, comb_in, comb_out, lo, comb)
+                return True
+        self._accept(state, moves.seq_in[best], moves.seq_out[best], int(moves.lo[best]), sse[best])
+        return True
+
+    def climb(self, state: SearchState, neighbourhood: Callable[[np.ndarray, np.ndarray], Moves]
+              = adjacent_swaps, max_rounds: int = 100_000, deadline: float = np.inf) -> SearchState:
+        """Repeat :meth:`step` until no move improves, ``max_rounds`` or the deadline."""
+        t0 = time.perf_counter()
+        for _ in range(max_rounds):
+            if time.perf_counter() > deadline:
+                break
+            if not self.step(state, neighbourhood(state.seq_in, state.seq_out)):
+                break
+            self.log.rounds += 1
+            self.log.mse.append(state.sse / self.rows)
+        self.log.seconds += time.perf_counter() - t0
+        return state
+
+
+def _disjoint(moves: Moves, ranked: np.ndarray) -> list[int]:
+    """Greedy pick, best first, of moves whose touched spans do not overlap."""
+    taken = np.zeros(moves.seq_in.shape[1], dtype=bool)
+    chosen = []
+    for c in ranked:
+        span = slice(moves.lo[c], moves.hi[c] + 1)
+        if not taken[span].any():
+            taken[span] = True
+            chosen.append(int(c))
+    return chosen
