@@ -66,6 +66,14 @@ def _load_rows(src, r0, r1, x):
         x[lane] = src[min(r0 + lane, r1 - 1)]
 
 
+def _check(x: np.ndarray, weights: BlockWeights) -> None:
+    """Activations and every weight array must share one float dtype (no silent upcasts)."""
+    bad = [a.dtype for a in weights if a.dtype != x.dtype]
+    if x.dtype not in (np.float32, np.float64) or bad:
+        raise TypeError(f"kernels need x and weights of one dtype, float32 or float64; got "
+                        f"x {x.dtype}, weights {sorted({str(b) for b in bad})}")
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def _dot(a, b):
     s = 0.0
@@ -135,6 +143,7 @@ def _prefix_par(acts, w_in, b_in, w_out, b_out, seq_in, seq_out, first):
 def refresh_prefix(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
                    seq_out: np.ndarray, first: int) -> None:
     """In place: recompute acts[p+1] for p >= first from acts[first]; acts (n+1, m, d)."""
+    _check(acts, weights)
     _prefix_par(acts, weights.w_in, weights.b_in, weights.w_out, weights.b_out,
                 np.ascontiguousarray(seq_in, np.int64), np.ascontiguousarray(seq_out, np.int64),
                 int(first))
@@ -175,6 +184,7 @@ def _output_par(x, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_out, y)
 def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
                    seq_out: np.ndarray) -> np.ndarray:
     """Output (m,) in x's dtype of blocks (seq_in[p], seq_out[p]) then the final layer."""
+    _check(x, weights)
     y = np.empty(x.shape[0], dtype=x.dtype)
     _output_par(x, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
                 weights.b_last, np.ascontiguousarray(seq_in, np.int64),
@@ -209,6 +219,7 @@ def evaluate_candidates(acts: np.ndarray, weights: BlockWeights, start: np.ndarr
                         seq_in: np.ndarray, seq_out: np.ndarray, target: np.ndarray) -> np.ndarray:
     """sse (k,) float64: squared error vs target (m,) of each candidate sequence, reusing the
     cached acts[start[c]] (acts (n+1, m, d)) and recomputing blocks p >= start[c] only."""
+    _check(acts, weights)
     k, m = len(start), acts.shape[1]
     partial = np.empty((k, (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK))
     _candidates_par(acts, weights.w_in, weights.b_in, weights.w_out, weights.b_out,
@@ -247,6 +258,7 @@ def _residual_par(x, w_in, b_in, w_out, b_out, cand_in, cand_out, partial):
 def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
                    cand_out: np.ndarray) -> np.ndarray:
     """Mean over rows of ||block(x) - x||_2 for each candidate block (k,) float64, x (m, d)."""
+    _check(x, weights)
     k, m = len(cand_in), x.shape[0]
     partial = np.empty((k, (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK))
     _residual_par(x, weights.w_in, weights.b_in, weights.w_out, weights.b_out,

@@ -1,0 +1,123 @@
+"""Every CPU kernel against its pure-numpy reference on random inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dropnet._kernels import BlockWeights, backend
+
+cpu, ref = backend("cpu"), backend("reference")
+TOL = {np.float64: 1e-10, np.float32: 2e-4}
+
+
+def random_weights(rng, n, d, h, dtype=np.float64, scale=0.4) -> BlockWeights:
+    w = BlockWeights(rng.standard_normal((n, h, d)) * scale / np.sqrt(d),
+                     rng.standard_normal((n, h)) * 0.1,
+                     rng.standard_normal((n, d, h)) * scale / np.sqrt(h),
+                     rng.standard_normal((n, d)) * 0.1, rng.standard_normal(d),
+                     rng.standard_normal(1))
+    return w.astype(dtype)
+
+
+shapes = st.tuples(st.integers(1, 6), st.integers(1, 70), st.integers(1, 9), st.integers(1, 13))
+
+
+def close(a, b, dtype):
+    scale = max(1.0, float(np.max(np.abs(b))) if np.size(b) else 1.0)
+    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes, st.integers(0, 2**32 - 1))
+def test_pair_statistics_match_reference(shape, seed):
+    n, _, d, h = shape
+    w = random_weights(np.random.default_rng(seed), n, d, h)
+    for got, want in zip(cpu.pair_trace_and_frobenius(w.w_in, w.w_out),
+                         ref.pair_trace_and_frobenius(w.w_in, w.w_out)):
+        close(got, want, np.float64)
+    close(cpu.dominance_ratio_matrix(w.w_in, w.w_out),
+          ref.dominance_ratio_matrix(w.w_in, w.w_out), np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1))
+def test_forward_kernels_match_reference(dtype, shape, seed):
+    n, m, d, h = shape
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, n, d, h, dtype)
+    x = rng.standard_normal((m, d)).astype(dtype)
+    seq_in, seq_out = rng.permutation(n), rng.permutation(n)
+    acts = cpu.prefix_activations(x, w, seq_in, seq_out)
+    close(acts, ref.prefix_activations(x.astype(np.float64), w.astype(np.float64), seq_in, seq_out), dtype)
+    close(cpu.network_output(x, w, seq_in, seq_out),
+          ref.network_output(x.astype(np.float64), w.astype(np.float64), seq_in, seq_out), dtype)
+    close(cpu.block_forward(x, w, seq_in[0], seq_out[0]),
+          ref.block_forward(x.astype(np.float64), w.astype(np.float64), seq_in[0], seq_out[0]), dtype)
+    cand_in, cand_out = rng.integers(0, n, 5), rng.integers(0, n, 5)
+    close(cpu.residual_norms(x, w, cand_in, cand_out),
+          ref.residual_norms(x.astype(np.float64), w.astype(np.float64), cand_in, cand_out), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1))
+def test_evaluate_candidates_matches_reference(dtype, shape, seed):
+    n, m, d, h = shape
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, n, d, h, dtype)
+    x = rng.standard_normal((m, d)).astype(dtype)
+    target = rng.standard_normal(m)
+    base_in, base_out = rng.permutation(n), rng.permutation(n)
+    acts = cpu.prefix_activations(x, w, base_in, base_out)
+    k = 4
+    start = rng.integers(0, n + 1, k)
+    seq_in, seq_out = np.tile(base_in, (k, 1)), np.tile(base_out, (k, 1))
+    for c in range(k):  # candidates agree with the base sequence before their start
+        seq_in[c, start[c]:] = rng.permutation(base_in[start[c]:])
+        seq_out[c, start[c]:] = rng.permutation(base_out[start[c]:])
+    got = cpu.evaluate_candidates(acts, w, start, seq_in, seq_out, target)
+    want = ref.evaluate_candidates(acts.astype(np.float64), w.astype(np.float64), start,
+                                   seq_in, seq_out, target)
+    close(got, want, dtype)
+
+
+def test_prefix_cached_evaluation_equals_full_forward_of_swapped_order():
+    rng = np.random.default_rng(7)
+    n, m, d, h = 9, 37, 6, 10
+    w = random_weights(rng, n, d, h)
+    x, target = rng.standard_normal((m, d)), rng.standard_normal(m)
+    seq_in, seq_out = rng.permutation(n), rng.permutation(n)
+    acts = cpu.prefix_activations(x, w, seq_in, seq_out)
+    for i in range(n - 1):
+        swapped_in, swapped_out = seq_in.copy(), seq_out.copy()
+        swapped_in[[i, i + 1]], swapped_out[[i, i + 1]] = seq_in[[i + 1, i]], seq_out[[i + 1, i]]
+        cached = cpu.evaluate_candidates(acts, w, np.array([i]), swapped_in[None],
+                                         swapped_out[None], target)[0]
+        full = np.sum((ref.network_output(x, w, swapped_in, swapped_out) - target) ** 2)
+        assert cached == pytest.approx(full, rel=1e-12)
+
+
+def test_refresh_prefix_matches_rebuild():
+    rng = np.random.default_rng(3)
+    w = random_weights(rng, 7, 5, 8)
+    x = rng.standard_normal((41, 5))
+    seq = rng.permutation(7)
+    acts = cpu.prefix_activations(x, w, seq, seq)
+    new = seq.copy()
+    new[[3, 5]] = new[[5, 3]]
+    cpu.refresh_prefix(acts, w, new, new, 3)
+    np.testing.assert_allclose(acts, ref.prefix_activations(x, w, new, new), rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_dtypes_are_refused():
+    rng = np.random.default_rng(0)
+    w = random_weights(rng, 2, 3, 4)
+    with pytest.raises(TypeError):
+        cpu.network_output(rng.standard_normal((5, 3)).astype(np.float32), w, [0, 1], [0, 1])
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError):
+        backend("tpu")

@@ -1,0 +1,70 @@
+"""Search invariants: valid permutations, monotone accepted MSE, planted answers found."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from dropnet._kernels import BlockWeights, backend
+from dropnet.search import Climber, adjacent_swaps
+
+from test_kernels import random_weights
+
+
+def planted(seed: int, n: int, m: int = 200, d: int = 6, h: int = 12):
+    """Random weights and the target of the identity order (blocks i, i)."""
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, n, d, h, scale=1.0)
+    x = rng.standard_normal((m, d))
+    order = np.arange(n)
+    target = backend("reference").network_output(x, w, order, order)
+    return rng, w, x, target
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 8))
+def test_climb_returns_permutation_and_never_increases_mse(seed, n):
+    rng, w, x, target = planted(seed, n)
+    start = rng.permutation(n)
+    climber = Climber(w, x, target)
+    state = climber.start(start, start)
+    first = state.sse / climber.rows
+    state = climber.climb(state)
+    assert sorted(state.seq_in) == list(range(n))
+    assert np.array_equal(state.seq_in, state.seq_out)  # pairs travel together
+    history = [first] + climber.log.mse
+    assert all(b <= a for a, b in zip(history, history[1:]))
+    assert climber.log.rounds == len(climber.log.mse)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_cache_stays_consistent_after_accepted_moves(seed):
+    rng, w, x, target = planted(seed, 6)
+    start = rng.permutation(6)
+    climber = Climber(w, x, target, dtype=np.float64)
+    state = climber.climb(climber.start(start, start))
+    fresh = backend("cpu").prefix_activations(climber.x, climber.weights, state.seq_in, state.seq_out)
+    np.testing.assert_allclose(state.acts, fresh, rtol=1e-12, atol=1e-12)
+    out = backend("cpu").network_output(climber.x, climber.weights, state.seq_in, state.seq_out)
+    assert np.sum((out - target) ** 2) == np.float64(state.sse).item() or \
+        abs(np.sum((out - target) ** 2) - state.sse) <= 1e-9 * max(1.0, state.sse)
+
+
+def test_adjacent_swaps_touch_only_their_span():
+    seq = np.arange(5)
+    moves = adjacent_swaps(seq, seq + 10)
+    assert len(moves) == 4
+    for c in range(4):
+        changed = np.flatnonzero(moves.seq_in[c] != seq)
+        assert list(changed) == [moves.lo[c], moves.hi[c]]
+        assert sorted(moves.seq_out[c]) == list(range(10, 15))
+
+
+def test_one_swap_away_is_repaired():
+    _, w, x, target = planted(11, 7)
+    seq = np.arange(7)
+    seq[[2, 3]] = seq[[3, 2]]
+    climber = Climber(w, x, target, dtype=np.float64)
+    state = climber.climb(climber.start(seq, seq))
+    assert list(state.seq_in) == list(range(7))
+    assert state.sse / climber.rows < 1e-20
