@@ -121,3 +121,44 @@ def test_mixed_dtypes_are_refused():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError):
         backend("tpu")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=15, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1))
+def test_adjoint_and_first_order_match_reference(dtype, shape, seed):
+    n, m, d, h = shape
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, n, d, h, dtype)
+    x = rng.standard_normal((m, d)).astype(dtype)
+    target = rng.standard_normal(m)
+    seq_in, seq_out = rng.permutation(n), rng.permutation(n)
+    acts = cpu.prefix_activations(x, w, seq_in, seq_out)
+    w64, acts64 = w.astype(np.float64), acts.astype(np.float64)
+    grads = cpu.adjoint_gradients(acts, w, seq_in, seq_out, target)
+    close(grads, ref.adjoint_gradients(acts64, w64, seq_in, seq_out, target), dtype)
+    lo = rng.integers(0, n, 3)
+    hi = np.minimum(lo + rng.integers(0, 3, 3), n - 1)
+    cand_in, cand_out = np.tile(seq_in, (3, 1)), np.tile(seq_out, (3, 1))
+    for c in range(3):
+        cand_in[c, lo[c]:hi[c] + 1] = rng.permutation(cand_in[c, lo[c]:hi[c] + 1])
+    got = cpu.first_order_deltas(acts, grads, w, lo, hi, cand_in, cand_out)
+    want = ref.first_order_deltas(acts64, grads.astype(np.float64), w64, lo, hi, cand_in, cand_out)
+    close(got, want, dtype)
+
+
+def test_adjoint_gradient_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    w = random_weights(rng, 3, 4, 6)
+    x, target = rng.standard_normal((2, 4)), rng.standard_normal(2)
+    seq = np.array([2, 0, 1])
+    acts = ref.prefix_activations(x, w, seq, seq)
+    grads = cpu.adjoint_gradients(acts, w, seq, seq, target)
+    for p in range(4):
+        for a in range(4):
+            bumped = acts.copy()
+            bumped[p, 0, a] += 1e-6
+            plus = ref.evaluate_candidates(bumped, w, np.array([p]), seq[None], seq[None], target)[0]
+            bumped[p, 0, a] -= 2e-6
+            minus = ref.evaluate_candidates(bumped, w, np.array([p]), seq[None], seq[None], target)[0]
+            assert grads[p, 0, a] == pytest.approx((plus - minus) / 2e-6, rel=1e-5, abs=1e-7)

@@ -49,7 +49,7 @@ def main() -> None:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="CSV with input columns, pred and true [default: historical_data.csv beside "
                    "the pieces or in their parent].")
-@click.option("--rows", type=click.IntRange(min=16), default=512, show_default=True,
+@click.option("--rows", type=click.IntRange(min=16), default=128, show_default=True,
               help="Rows the search starts on (grown x4 while not certified).")
 @click.option("--seed-order", "seed", type=click.Choice(["auto", "greedy", "delta", "wout"]),
               default="auto", show_default=True,

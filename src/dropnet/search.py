@@ -17,6 +17,7 @@ import numpy as np
 from ._kernels import BlockWeights, backend
 
 IMPROVEMENT = 1e-6  # a move must lower the squared error by this fraction to be accepted
+DEFAULT_SCREEN = 8  # moves evaluated exactly first, ranked by first-order change (0: all)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class Climber:
     """Hill climbing on squared error vs ``target`` (m,) over rows x (m, d)."""
 
     def __init__(self, weights: BlockWeights, x: np.ndarray, target: np.ndarray,
-                 kernels: str = "cpu", dtype=np.float32):
+                 kernels: str = "cpu", dtype=np.float32, screen: int = DEFAULT_SCREEN):
         self.k = backend(kernels)
+        self.screen = screen
         self.weights = weights.astype(dtype)
         self.x = np.ascontiguousarray(x, dtype=dtype)
         self.target = np.ascontiguousarray(target, dtype=np.float64)
@@ -108,17 +110,38 @@ class Climber:
         self.log.block_evals += n - lo
 
     def step(self, state: SearchState, moves: Moves) -> bool:
-        """Evaluate every move; take the best, or a combination of the best disjoint ones
-        when that is better still. Returns False when no move improves."""
+        """Take an improving move if there is one; returns False when none improves.
+
+        With screening on, a backward pass ranks the moves by their first-order change and
+        the most promising ``screen`` are evaluated exactly first; only if none of those
+        improves are the rest evaluated, so a False answer is always exact."""
         if len(moves) == 0:
             return False
-        sse = self._evaluate(state.acts, moves.lo, moves.seq_in, moves.seq_out)
-        improving = np.flatnonzero(sse < state.sse * (1 - IMPROVEMENT))
-        if improving.size == 0:
+        if not self.screen or len(moves) <= self.screen:
+            return self._try(state, moves, np.arange(len(moves)))
+        ranked = np.argsort(self._first_order(state, moves), kind="stable")
+        return (self._try(state, moves, ranked[: self.screen])
+                or self._try(state, moves, ranked[self.screen :]))
+
+    def _first_order(self, state: SearchState, moves: Moves) -> np.ndarray:
+        grads = self.k.adjoint_gradients(state.acts, self.weights, state.seq_in, state.seq_out,
+                                         self.target)
+        self.log.block_evals += 2 * len(state.seq_in)  # about 1.5 forward passes
+        self.log.block_evals += int(np.sum(moves.hi - moves.lo + 1))
+        return self.k.first_order_deltas(state.acts, grads, self.weights, moves.lo, moves.hi,
+                                         moves.seq_in, moves.seq_out)
+
+    def _try(self, state: SearchState, moves: Moves, subset: np.ndarray) -> bool:
+        """Evaluate moves[subset] exactly; accept the best, or the best disjoint combination
+        of improving ones when that is better still."""
+        sse = self._evaluate(state.acts, moves.lo[subset], moves.seq_in[subset],
+                             moves.seq_out[subset])
+        keep = np.flatnonzero(sse < state.sse * (1 - IMPROVEMENT))
+        if keep.size == 0:
             return False
-        improving = improving[np.argsort(sse[improving], kind="stable")]
-        best = int(improving[0])
-        chosen = _disjoint(moves, improving)
+        keep = keep[np.argsort(sse[keep], kind="stable")]
+        best, best_sse = int(subset[keep[0]]), float(sse[keep[0]])
+        chosen = _disjoint(moves, subset[keep])
         if len(chosen) > 1:
             comb_in, comb_out = state.seq_in.copy(), state.seq_out.copy()
             for c in chosen:
@@ -126,18 +149,20 @@ class Climber:
                 comb_in[span], comb_out[span] = moves.seq_in[c, span], moves.seq_out[c, span]
             lo = int(moves.lo[chosen].min())
             comb = self._evaluate(state.acts, np.array([lo]), comb_in[None], comb_out[None])[0]
-            if comb < sse[best]:
+            if comb < best_sse:
                 self._accept(state, comb_in, comb_out, lo, comb)
                 return True
-        self._accept(state, moves.seq_in[best], moves.seq_out[best], int(moves.lo[best]), sse[best])
+        self._accept(state, moves.seq_in[best], moves.seq_out[best], int(moves.lo[best]), best_sse)
         return True
 
     def climb(self, state: SearchState, neighbourhood: Callable[[np.ndarray, np.ndarray], Moves]
-              = adjacent_swaps, max_rounds: int = 100_000, deadline: float = np.inf) -> SearchState:
-        """Repeat :meth:`step` until no move improves, ``max_rounds`` or the deadline."""
+              = adjacent_swaps, max_rounds: int = 100_000, deadline: float = np.inf,
+              good_enough: float = 0.0) -> SearchState:
+        """Repeat :meth:`step` until no move improves, the MSE is at most ``good_enough``
+        (rounding level: nothing left to gain), ``max_rounds`` or the deadline."""
         t0 = time.perf_counter()
         for _ in range(max_rounds):
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline or state.sse <= good_enough * self.rows:
                 break
             if not self.step(state, neighbourhood(state.seq_in, state.seq_out)):
                 break

@@ -16,7 +16,7 @@ from .pairing import Pairing, pair_by_dominance
 from .roles import Stack, assign_roles
 from .search import Climber, SearchLog
 
-DEFAULT_ROWS = 512
+DEFAULT_ROWS = 128
 Progress = Callable[[str], None]
 
 
@@ -114,7 +114,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, rows: int, seed: str, ker
             climber = Climber(stack.weights, data.x[:m], target[:m], kernels)
             climber.log = log
             state = climber.start(order, pairing.out_for_in[order])
-            state = climber.climb(state, max_rounds=max_rounds - log.rounds)
+            state = climber.climb(state, max_rounds=max_rounds - log.rounds, good_enough=tol)
             order = state.seq_in
             t = time.perf_counter()
             out = certify.model_output(stack.weights, data.x, order, pairing.out_for_in[order], kernels)

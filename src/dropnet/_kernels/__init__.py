@@ -7,6 +7,8 @@
 - ``prefix_activations(x, weights, seq_in, seq_out) -> acts`` (n+1, m, d)
 - ``network_output(x, weights, seq_in, seq_out) -> y`` (m,)
 - ``evaluate_candidates(acts, weights, start, seq_in, seq_out, target) -> sse`` (k,) float64
+- ``adjoint_gradients(acts, weights, seq_in, seq_out, target) -> grads`` (n+1, m, d)
+- ``first_order_deltas(acts, grads, weights, lo, hi, seq_in, seq_out) -> dsse`` (k,)
 - ``residual_norms(x, weights, cand_in, cand_out) -> mean ||block(x) - x||`` (k,) float64
 
 ``weights`` is a :class:`BlockWeights` of stacked layers in the activations' dtype. The CPU

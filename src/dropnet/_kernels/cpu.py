@@ -82,6 +82,18 @@ def _dot(a, b):
     return s
 
 
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _gram(w, out):
+    """out (h, h) <- w^T w for w (r, h), float64."""
+    r, h = w.shape
+    out[:] = 0.0
+    for t in range(r):
+        for a in range(h):
+            wa = w[t, a]
+            for b in range(h):
+                out[a, b] += wa * w[t, b]
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _pair_par(w_in, w_out, trace, fro):
     n_in, h, d = w_in.shape
@@ -90,11 +102,9 @@ def _pair_par(w_in, w_out, trace, fro):
     g_out = np.empty((n_out, h, h))
     for i in prange(n_in + n_out):  # Gram matrices W_in W_in^T and W_out^T W_out, (h, h)
         if i < n_in:
-            w = w_in[i].astype(np.float64)
-            g_in[i] = w @ w.T
+            _gram(np.ascontiguousarray(w_in[i].T), g_in[i])
         else:
-            w = w_out[i - n_in].astype(np.float64)
-            g_out[i - n_in] = w.T @ w
+            _gram(w_out[i - n_in], g_out[i - n_in])
     for t in prange(n_in * n_out):
         i, j = t // n_out, t % n_out
         tr = 0.0
@@ -265,3 +275,85 @@ def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
                   np.ascontiguousarray(cand_in, np.int64), np.ascontiguousarray(cand_out, np.int64),
                   partial)
     return partial.sum(axis=1) / m
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _adjoint_par(acts, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_out, target, grads):
+    n1, m, d = acts.shape
+    n = n1 - 1
+    h = w_in.shape[1]
+    for r in prange(m):
+        g = np.empty(d, acts.dtype)
+        u = np.empty(h, acts.dtype)
+        err = np.float64(_dot(w_last, acts[n, r]) + b_last[0]) - target[r]
+        for a in range(d):
+            g[a] = 2.0 * err * w_last[a]
+        grads[n, r] = g
+        for p in range(n - 1, -1, -1):
+            i, j = seq_in[p], seq_out[p]
+            for k in range(h):  # u = mask * (W_out^T g), mask from the pre-activation
+                pre = b_in[i, k]
+                for a in range(d):
+                    pre += w_in[i, k, a] * acts[p, r, a]
+                s = 0.0
+                if pre > 0:
+                    for a in range(d):
+                        s += w_out[j, a, k] * g[a]
+                u[k] = s
+            for k in range(h):  # g += W_in^T u
+                uk = u[k]
+                if uk != 0:
+                    for a in range(d):
+                        g[a] += w_in[i, k, a] * uk
+            grads[p, r] = g
+
+
+def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                      seq_out: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """grads (n+1, m, d) in acts' dtype: d(sum of squared errors vs target (m,))/d acts[p]."""
+    _check(acts, weights)
+    grads = np.empty_like(acts)
+    _adjoint_par(acts, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
+                 weights.b_last, np.ascontiguousarray(seq_in, np.int64),
+                 np.ascontiguousarray(seq_out, np.int64), np.ascontiguousarray(target, np.float64),
+                 grads)
+    return grads
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _first_order_par(acts, grads, w_in, b_in, w_out, b_out, lo, hi, seq_in, seq_out, partial):
+    m, d = acts.shape[1], acts.shape[2]
+    h = w_in.shape[1]
+    k = lo.shape[0]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in prange(k * tasks):
+        c, chunk = t // tasks, t % tasks
+        x = np.empty((LANES, d), acts.dtype)
+        hid = np.empty((LANES, h), acts.dtype)
+        total = 0.0
+        end = min(m, (chunk + 1) * ROWS_PER_TASK)
+        for r0 in range(chunk * ROWS_PER_TASK, end, LANES):
+            r1 = min(r0 + LANES, end)
+            _load_rows(acts[lo[c]], r0, r1, x)
+            for p in range(lo[c], hi[c] + 1):
+                i, j = seq_in[c, p], seq_out[c, p]
+                _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
+            for r in range(r0, r1):
+                for a in range(d):
+                    total += np.float64(grads[hi[c] + 1, r, a]) * (x[r - r0, a] - acts[hi[c] + 1, r, a])
+        partial[c, chunk] = total
+
+
+def first_order_deltas(acts: np.ndarray, grads: np.ndarray, weights: BlockWeights,
+                       lo: np.ndarray, hi: np.ndarray, seq_in: np.ndarray,
+                       seq_out: np.ndarray) -> np.ndarray:
+    """Predicted change (k,) float64 of the squared error of each candidate, to first order:
+    rerun its blocks lo[c]..hi[c] from acts[lo[c]] and take <grads[hi+1], new - acts[hi+1]>."""
+    _check(acts, weights)
+    k, m = len(lo), acts.shape[1]
+    partial = np.empty((k, (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK))
+    _first_order_par(acts, grads, weights.w_in, weights.b_in, weights.w_out, weights.b_out,
+                     np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(hi, np.int64),
+                     np.ascontiguousarray(seq_in, np.int64), np.ascontiguousarray(seq_out, np.int64),
+                     partial)
+    return partial.sum(axis=1)

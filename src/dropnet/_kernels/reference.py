@@ -74,3 +74,31 @@ def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
     for c, (i, j) in enumerate(zip(cand_in, cand_out)):
         out[c] = np.linalg.norm(_block(x, weights, i, j) - x, axis=1).mean()
     return out
+
+
+def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
+                      seq_out: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """grads (n+1, m, d): d(sum of squared errors vs target)/d acts[p] for every position p."""
+    n = len(seq_in)
+    grads = np.empty(acts.shape)
+    err = acts[n] @ weights.w_last + weights.b_last[0] - target
+    grads[n] = 2 * err[:, None] * weights.w_last[None, :]
+    for p in range(n - 1, -1, -1):
+        i, j = seq_in[p], seq_out[p]
+        mask = (acts[p] @ weights.w_in[i].T + weights.b_in[i]) > 0
+        grads[p] = grads[p + 1] + (mask * (grads[p + 1] @ weights.w_out[j])) @ weights.w_in[i]
+    return grads
+
+
+def first_order_deltas(acts: np.ndarray, grads: np.ndarray, weights: BlockWeights,
+                       lo: np.ndarray, hi: np.ndarray, seq_in: np.ndarray,
+                       seq_out: np.ndarray) -> np.ndarray:
+    """Predicted change (k,) of the squared error for each candidate: run its blocks lo..hi
+    from acts[lo], and take <grads[hi+1], new - acts[hi+1]> summed over rows."""
+    out = np.empty(len(lo))
+    for c in range(len(lo)):
+        x = acts[lo[c]].astype(np.float64)
+        for p in range(lo[c], hi[c] + 1):
+            x = _block(x, weights, seq_in[c, p], seq_out[c, p])
+        out[c] = np.sum(grads[hi[c] + 1] * (x - acts[hi[c] + 1]))
+    return out
