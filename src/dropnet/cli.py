@@ -55,17 +55,26 @@ def main() -> None:
               default="auto", show_default=True,
               help="Seed order: greedy (smallest residual next), delta (residual norm on the "
                    "inputs), wout (ascending ||W_out||_F); auto tries them in that order.")
+@click.option("--time-limit", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds of search before giving up (best answer reported, exit 1).")
+@click.option("--max-evals", type=click.IntRange(min=1), default=10**9,
+              help="Budget of block evaluations (one block on the search rows).")
+@click.option("--random-seed", type=int, default=0, show_default=True,
+              help="Seed of the iterated local search's kicks (results are deterministic).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Also write the answer (or the JSON object with --json) to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, as_json: bool,
-          output: Path | None, quiet: bool) -> None:
+def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit: float,
+          max_evals: int, random_seed: int, as_json: bool, output: Path | None,
+          quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
     from .solve import solve as run_solve
 
     try:
-        result = run_solve(pieces_dir, data, rows=rows, seed=seed, progress=_progress(quiet))
+        result = run_solve(pieces_dir, data, rows=rows, seed=seed, time_limit=time_limit,
+                           max_evals=max_evals, random_seed=random_seed,
+                           progress=_progress(quiet))
     except DropnetError as exc:
         _fail(str(exc))
     payload = result.to_json()

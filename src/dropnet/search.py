@@ -44,6 +44,68 @@ def adjacent_swaps(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
     return Moves(cand_in, cand_out, lo, lo + 1)
 
 
+def _moves(seq_in: np.ndarray, seq_out: np.ndarray,
+           rearrangements: list[tuple[np.ndarray, np.ndarray]]) -> Moves:
+    """Moves from (new position -> old position) index arrays for inputs and outputs."""
+    n = len(seq_in)
+    if not rearrangements:
+        empty = np.empty((0, n), np.int64)
+        return Moves(empty, empty, np.empty(0, np.int64), np.empty(0, np.int64))
+    idx_in = np.array([r[0] for r in rearrangements])
+    idx_out = np.array([r[1] for r in rearrangements])
+    moved = (idx_in != np.arange(n)) | (idx_out != np.arange(n))
+    lo = np.argmax(moved, axis=1)
+    hi = n - 1 - np.argmax(moved[:, ::-1], axis=1)
+    return Moves(seq_in[idx_in], seq_out[idx_out], lo, hi)
+
+
+def _segment_moves(n: int, window: int) -> list[np.ndarray]:
+    """Index arrays of insertions (block i moved to j) and swaps of i and j, |i - j| <= window,
+    and rotations of three adjacent blocks; each moves a block together with its pair."""
+    out = []
+    for i in range(n):
+        for j in range(max(0, i - window), min(n, i + window + 1)):
+            if j == i:
+                continue
+            order = list(range(n))
+            order.insert(j, order.pop(i))
+            out.append(np.array(order))
+            if j > i + 1:
+                swap = np.arange(n)
+                swap[[i, j]] = swap[[j, i]]
+                out.append(swap)
+    return out
+
+
+def local_moves(window: int = 4) -> Callable[[np.ndarray, np.ndarray], Moves]:
+    """Insertions and swaps within ``window`` positions (rotations of three are insertions
+    at distance 2), blocks keeping their output layers."""
+    def neighbourhood(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
+        return _moves(seq_in, seq_out, [(r, r) for r in _segment_moves(len(seq_in), window)])
+    return neighbourhood
+
+
+def output_exchanges(alternatives: np.ndarray | None = None) -> Callable[[np.ndarray, np.ndarray], Moves]:
+    """Pairing repair: exchange the output layers of the blocks at positions p < q. With
+    ``alternatives`` (n_in, a) — for each input layer, its likeliest other output layers —
+    only exchanges that give some input one of its alternatives; else every pair."""
+    def neighbourhood(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
+        n = len(seq_in)
+        if alternatives is None:
+            pairs = {(p, q) for p in range(n) for q in range(p + 1, n)}
+        else:
+            where = {int(o): p for p, o in enumerate(seq_out)}
+            pairs = {tuple(sorted((p, where[int(o)]))) for p in range(n)
+                     for o in alternatives[seq_in[p]] if int(o) in where and where[int(o)] != p}
+        ident, out = np.arange(n), []
+        for p, q in sorted(pairs):
+            idx = ident.copy()
+            idx[[p, q]] = idx[[q, p]]
+            out.append((ident, idx))
+        return _moves(seq_in, seq_out, out)
+    return neighbourhood
+
+
 @dataclass
 class SearchLog:
     """What a search did: accepted MSE after each round, candidate and block evaluations
@@ -170,6 +232,40 @@ class Climber:
             self.log.mse.append(state.sse / self.rows)
         self.log.seconds += time.perf_counter() - t0
         return state
+
+
+def descend(climber: "Climber", state: SearchState,
+            neighbourhoods: list[Callable[[np.ndarray, np.ndarray], Moves]],
+            max_rounds: int = 100_000, deadline: float = np.inf,
+            good_enough: float = 0.0) -> SearchState:
+    """Variable neighbourhood descent: step in the first neighbourhood that improves, going
+    back to the first (cheapest) after every success; stop when none improves."""
+    t0 = time.perf_counter()
+    level = 0
+    while level < len(neighbourhoods) and climber.log.rounds < max_rounds:
+        if time.perf_counter() > deadline or state.sse <= good_enough * climber.rows:
+            break
+        if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out)):
+            climber.log.rounds += 1
+            climber.log.mse.append(state.sse / climber.rows)
+            level = 0
+        else:
+            level += 1
+    climber.log.seconds += time.perf_counter() - t0
+    return state
+
+
+def perturb(seq_in: np.ndarray, seq_out: np.ndarray, rng: np.random.Generator,
+            strength: int) -> tuple[np.ndarray, np.ndarray]:
+    """A kick for iterated local search: ``strength`` random block moves (pairs kept)."""
+    seq_in, seq_out = seq_in.copy(), seq_out.copy()
+    n = len(seq_in)
+    for _ in range(strength):
+        i, j = rng.integers(0, n, 2)
+        order = list(range(n))
+        order.insert(int(j), order.pop(int(i)))
+        seq_in, seq_out = seq_in[order], seq_out[order]
+    return seq_in, seq_out
 
 
 def _disjoint(moves: Moves, ranked: np.ndarray) -> list[int]:

@@ -14,10 +14,26 @@ from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pie
 from .ordering import SEEDS, seed_order
 from .pairing import Pairing, pair_by_dominance
 from .roles import Stack, assign_roles
-from .search import Climber, SearchLog
+from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
+                     output_exchanges, perturb)
 
 DEFAULT_ROWS = 128
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """rows: search rows to start with; seed: auto|greedy|delta|wout; kernels: cpu|cuda;
+    budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s);
+    random_seed makes the iterated local search deterministic."""
+
+    rows: int = DEFAULT_ROWS
+    seed: str = "auto"
+    kernels: str = "cpu"
+    max_rounds: int = 100_000
+    max_evals: int = 10**9
+    time_limit: float = 60.0
+    random_seed: int = 0
 
 
 @dataclass
@@ -45,10 +61,10 @@ class Result:
 
 
 def solve(pieces: str | Path | Pieces, data: str | Path | Data | None = None, *,
-          rows: int = DEFAULT_ROWS, seed: str = "auto", kernels: str = "cpu",
-          max_rounds: int = 100_000, progress: Progress | None = None) -> Result:
+          progress: Progress | None = None, **options) -> Result:
     """Load pieces (a folder, its parent, or :class:`Pieces`) and data (a CSV path,
-    :class:`Data`, or None for ``historical_data.csv`` beside the pieces) and solve."""
+    :class:`Data`, or None for ``historical_data.csv`` beside the pieces) and solve;
+    ``options`` are the fields of :class:`SearchOptions`."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if not isinstance(pieces, Pieces):
@@ -57,14 +73,12 @@ def solve(pieces: str | Path | Pieces, data: str | Path | Data | None = None, *,
     if not isinstance(data, Data):
         data = load_data(data if data is not None else find_data(pieces.folder))
     timings["load"] = time.perf_counter() - t0
-    result = solve_loaded(pieces, data, rows=rows, seed=seed, kernels=kernels,
-                          max_rounds=max_rounds, progress=progress)
+    result = solve_loaded(pieces, data, SearchOptions(**options), progress=progress)
     result.timings = {"load": timings["load"], **result.timings}
     return result
 
 
-def solve_loaded(pieces: Pieces, data: Data, *, rows: int = DEFAULT_ROWS, seed: str = "auto",
-                 kernels: str = "cpu", max_rounds: int = 100_000,
+def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOptions(),
                  progress: Progress | None = None) -> Result:
     """Type, pair, order and certify already loaded pieces and data."""
     say = progress or (lambda message: None)
@@ -74,62 +88,111 @@ def solve_loaded(pieces: Pieces, data: Data, *, rows: int = DEFAULT_ROWS, seed: 
     if data.x.shape[1] != stack.width:
         raise InputError(f"the data has {data.x.shape[1]} input columns but the pieces have "
                          f"width {stack.width}")
-    if seed != "auto" and seed not in SEEDS:
-        raise InputError(f"unknown seed order {seed!r}; choose auto or one of {SEEDS}")
-    pairing = pair_by_dominance(stack, kernels)
+    if options.seed != "auto" and options.seed not in SEEDS:
+        raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
+    pairing = pair_by_dominance(stack, options.kernels)
     timings["pair"] = time.perf_counter() - t
     say(f"paired {stack.blocks} blocks: matched ratio >= {pairing.matched_min:.3g}, "
         f"unmatched <= {pairing.unmatched_max:.3g}")
     t = time.perf_counter()
-    order, seed_used, log, tol, output = _order(stack, pairing, data, rows, seed, kernels,
-                                                max_rounds, say, timings)
+    best, log, tol = _order(stack, pairing, data, options, say, timings)
     timings["order"] = time.perf_counter() - t - timings.get("certify", 0.0)
-    seq_out = pairing.out_for_in[order]
-    mse = certify.mse(output, data.target)
-    mse_true = certify.mse(output, data.true) if data.true is not None else None
+    order, seq_out, mse = best.seq_in, best.seq_out, best.mse
+    mse_true = certify.mse(best.output, data.true) if data.true is not None else None
     return Result(
         permutation=stack.permutation(order, seq_out),
         pairs=[[int(stack.in_ids[i]), int(stack.out_ids[j])] for i, j in zip(order, seq_out)],
         order=[int(stack.in_ids[i]) for i in order], mse=mse, mse_true=mse_true,
         certified=bool(data.certifiable and mse <= tol), certifiable=data.certifiable,
-        tolerance=tol, seed=seed_used, pairing=pairing.summary(),
+        tolerance=tol, seed=best.seed, pairing=pairing.summary(),
         search={"rounds": log.rounds, "candidates": log.candidates,
+                "repaired_pairs": int(np.sum(seq_out != pairing.out_for_in[order])),
                 "block_evals": log.block_evals, "mse_history": log.mse}, timings=timings)
 
 
-def _order(stack: Stack, pairing: Pairing, data: Data, rows: int, seed: str, kernels: str,
-           max_rounds: int, say: Progress, timings: dict):
-    """Seed, climb on a row subset growing x4 until certified; try the next seed if stuck.
-    Returns (order, seed name, log, tolerance, float64 model output on all rows)."""
-    target = data.target
-    tol = certify.tolerance(target, stack.blocks)
-    log = SearchLog()
+@dataclass
+class _Best:
+    seq_in: np.ndarray
+    seq_out: np.ndarray
+    seed: str
+    mse: float
+    output: np.ndarray
+
+
+def _neighbourhoods(pairing: Pairing, n: int) -> list:
+    """Cheapest first: adjacent swaps; short insertions/swaps/rotations; pairing repair
+    towards each input's next-likeliest outputs; longer insertions and swaps."""
+    alternatives = np.argsort(-pairing.ratio, axis=1)[:, : min(4, n)]
+    return [adjacent_swaps, local_moves(4), output_exchanges(alternatives),
+            local_moves(min(n, 16))]
+
+
+def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
+           timings: dict) -> tuple[_Best, SearchLog, float]:
+    """Seeds, then descent on a row subset grown x4 until certified, then iterated local
+    search from the best answer until certified or the budget is spent."""
+    target, tol, log = data.target, certify.tolerance(data.target, stack.blocks), SearchLog()
     weights32 = stack.weights.astype(np.float32)
-    best = None
-    for name in _seed_names(seed):
-        order = seed_order(name, weights32, pairing.out_for_in,
-                           data.x[: max(rows, 1)].astype(np.float32), kernels)
-        m = min(max(rows, 1), data.rows)
+    deadline = time.perf_counter() + options.time_limit
+    hoods = _neighbourhoods(pairing, stack.blocks)
+    best: _Best | None = None
+
+    def certify_state(seq_in, seq_out, name):
+        nonlocal best
+        t = time.perf_counter()
+        out = certify.model_output(stack.weights, data.x, seq_in, seq_out, options.kernels)
+        mse = certify.mse(out, target)
+        timings["certify"] = timings.get("certify", 0.0) + time.perf_counter() - t
+        if best is None or mse < best.mse:
+            best = _Best(seq_in.copy(), seq_out.copy(), name, mse, out)
+        return mse
+
+    x_seed = np.ascontiguousarray(data.x[: options.rows], dtype=np.float32)
+    for name in _seed_names(options.seed):
+        seq_in = seed_order(name, weights32, pairing.out_for_in, x_seed, options.kernels)
+        seq_out, m = pairing.out_for_in[seq_in], min(options.rows, data.rows)
         while True:
-            climber = Climber(stack.weights, data.x[:m], target[:m], kernels)
+            climber = Climber(stack.weights, data.x[:m], target[:m], options.kernels)
             climber.log = log
-            state = climber.start(order, pairing.out_for_in[order])
-            state = climber.climb(state, max_rounds=max_rounds - log.rounds, good_enough=tol)
-            order = state.seq_in
-            t = time.perf_counter()
-            out = certify.model_output(stack.weights, data.x, order, pairing.out_for_in[order], kernels)
-            mse = certify.mse(out, target)
-            timings["certify"] = timings.get("certify", 0.0) + time.perf_counter() - t
+            state = descend(climber, climber.start(seq_in, seq_out), hoods, options.max_rounds,
+                            deadline, tol)
+            seq_in, seq_out = state.seq_in, state.seq_out
+            mse = certify_state(seq_in, seq_out, name)
             say(f"seed {name}: {log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
-            if best is None or mse < best[2]:
-                best = (order.copy(), name, mse, out)
-            if mse <= tol or m >= data.rows or log.rounds >= max_rounds:
+            if mse <= tol or m >= data.rows or _spent(log, options, deadline):
                 break
             m = min(4 * m, data.rows)
-        if best[2] <= tol or log.rounds >= max_rounds:
+        if best.mse <= tol or _spent(log, options, deadline):
             break
-    order, name, _, output = best
-    return order, name, log, tol, output
+    if best.mse > tol and not _spent(log, options, deadline):
+        _iterated_local_search(stack, data, options, hoods, best, log, deadline, tol,
+                               certify_state, say)
+    return best, log, tol
+
+
+def _iterated_local_search(stack, data, options, hoods, best, log, deadline, tol,
+                           certify_state, say) -> None:
+    """Kick the best answer with a few random block moves, descend, keep it if better."""
+    rng = np.random.default_rng(options.random_seed)
+    m = min(max(options.rows, 4 * options.rows), data.rows)
+    climber = Climber(stack.weights, data.x[:m], data.target[:m], options.kernels)
+    climber.log = log
+    incumbent = climber.start(best.seq_in, best.seq_out)
+    kicks = 0
+    while not _spent(log, options, deadline) and best.mse > tol:
+        kicks += 1
+        seq_in, seq_out = perturb(incumbent.seq_in, incumbent.seq_out, rng, 1 + kicks % 4)
+        state = descend(climber, climber.start(seq_in, seq_out), hoods, options.max_rounds,
+                        deadline, tol)
+        if state.sse < incumbent.sse:
+            incumbent = state
+            mse = certify_state(state.seq_in, state.seq_out, best.seed + "+ils")
+            say(f"iterated local search, kick {kicks}: MSE {mse:.3g} on all rows")
+
+
+def _spent(log: SearchLog, options: SearchOptions, deadline: float) -> bool:
+    return (time.perf_counter() > deadline or log.rounds >= options.max_rounds
+            or log.block_evals >= options.max_evals)
 
 
 def _seed_names(seed: str) -> tuple[str, ...]:
