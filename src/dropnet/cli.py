@@ -4,9 +4,9 @@ Exit codes: 0 certified, 1 solved but not certified, 2 bad input or usage.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -16,14 +16,11 @@ from .errors import DropnetError
 EXIT_CERTIFIED, EXIT_UNCERTIFIED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def answer_text(permutation: list[int]) -> str:
-    """The answer as the puzzle's checker hashes it: indices joined by commas, no spaces."""
-    return ",".join(str(int(i)) for i in permutation)
-
-
-def answer_sha256(permutation: list[int]) -> str:
-    """SHA-256 hex digest of :func:`answer_text`."""
-    return hashlib.sha256(answer_text(permutation).encode("ascii")).hexdigest()
+THIN_MARGIN = 1.2  # matched ratios within this factor of the unmatched ones: warn
+data_option = click.option(
+    "--data", type=click.Path(path_type=Path), default=None,
+    help="CSV with input columns, pred and true [default: historical_data.csv beside the "
+         "pieces or in their parent].")
 
 
 def _fail(message: str) -> None:
@@ -44,11 +41,26 @@ def main() -> None:
     """Reassemble a dropped residual MLP from its shuffled linear layers."""
 
 
+def _load(pieces_dir: Path, data: Path | None):
+    """Pieces and data from a pieces folder (or its parent) and an optional CSV path."""
+    from .io import find_data, find_pieces_folder, load_data, load_pieces
+
+    pieces = load_pieces(find_pieces_folder(pieces_dir))
+    return pieces, load_data(data if data is not None else find_data(pieces.folder))
+
+
+def pairing_warning(summary: dict) -> str | None:
+    """A warning when matched and unmatched dominance ratios are not cleanly separated."""
+    if summary["matched_min"] >= THIN_MARGIN * summary["unmatched_max"]:
+        return None
+    return (f"warning: thin pairing margin (smallest matched ratio {summary['matched_min']:.3g} "
+            f"vs largest unmatched {summary['unmatched_max']:.3g}); the search repairs pairs "
+            "from the data, but an MSE plateau around 0.03-0.5 usually means wrong pairs")
+
+
 @main.command()
 @click.argument("pieces_dir", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="CSV with input columns, pred and true [default: historical_data.csv beside "
-                   "the pieces or in their parent].")
+@data_option
 @click.option("--rows", type=click.IntRange(min=16), default=128, show_default=True,
               help="Rows the search starts on (grown x4 while not certified).")
 @click.option("--seed-order", "seed", type=click.Choice(["auto", "greedy", "delta", "wout"]),
@@ -69,14 +81,22 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
           max_evals: int, random_seed: int, as_json: bool, output: Path | None,
           quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
-    from .solve import solve as run_solve
+    from .solve import solve_loaded, SearchOptions
+    from .verify import answer_sha256, answer_text
 
     try:
-        result = run_solve(pieces_dir, data, rows=rows, seed=seed, time_limit=time_limit,
-                           max_evals=max_evals, random_seed=random_seed,
-                           progress=_progress(quiet))
+        started = time.perf_counter()
+        pieces, loaded = _load(pieces_dir, data)
+        load_seconds = time.perf_counter() - started
+        options = SearchOptions(rows=rows, seed=seed, time_limit=time_limit,
+                                max_evals=max_evals, random_seed=random_seed)
+        result = solve_loaded(pieces, loaded, options, progress=_progress(quiet))
     except DropnetError as exc:
         _fail(str(exc))
+    result.timings = {"load": load_seconds, **result.timings}
+    warning = pairing_warning(result.pairing)
+    if warning and not quiet:
+        click.echo(warning, err=True)
     payload = result.to_json()
     payload["sha256"] = answer_sha256(result.permutation)
     text = json.dumps(payload) if as_json else _solve_text(result, payload["sha256"])
@@ -97,6 +117,8 @@ def _solve_text(result, digest: str) -> str:
     else:
         status = f"NOT certified (tolerance {result.tolerance:.2g})"
     target = "pred" if result.certifiable else "true"
+    from .verify import answer_text
+
     lines = [answer_text(result.permutation), f"sha256: {digest}",
              f"MSE vs {target}: {result.mse:.4g}  {status}"]
     if result.mse_true is not None and result.certifiable:
@@ -107,6 +129,98 @@ def _solve_text(result, digest: str) -> str:
                  f"search rounds")
     lines.append("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in result.timings.items()))
     return "\n".join(lines)
+
+
+@main.command()
+@click.argument("pieces_dir", type=click.Path(path_type=Path))
+@data_option
+@click.option("--perm", default=None, help="The answer: comma-separated piece indices.")
+@click.option("--perm-file", type=click.Path(path_type=Path), default=None,
+              help="A file holding the answer (text, a JSON list, or solve's --json output).")
+@click.option("--expect-sha256", default=None, help="Compare the answer's digest with this.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def verify(pieces_dir: Path, data: Path | None, perm: str | None, perm_file: Path | None,
+           expect_sha256: str | None, as_json: bool) -> None:
+    """Check an answer: valid permutation, MSE vs pred and true, certified, SHA-256.
+
+    The digest is SHA-256 of the answer written as comma-separated indices without spaces
+    (what the puzzle's checker compares). Exit 0 certified (and digest matching when
+    --expect-sha256 is given), 1 otherwise, 2 bad input."""
+    from .verify import parse_permutation, verify as run_verify
+
+    if (perm is None) == (perm_file is None):
+        _fail("give exactly one of --perm and --perm-file")
+    try:
+        if perm_file is not None:
+            try:
+                perm = perm_file.read_text()
+            except OSError as exc:
+                _fail(f"{perm_file}: cannot read ({exc.strerror})")
+        pieces, loaded = _load(pieces_dir, data)
+        check = run_verify(pieces, loaded, parse_permutation(perm))
+    except DropnetError as exc:
+        _fail(str(exc))
+    payload = check.to_json()
+    matches = None if expect_sha256 is None else check.sha256 == expect_sha256.strip().lower()
+    payload["sha256_matches"] = matches
+    if as_json:
+        click.echo(json.dumps(payload))
+    else:
+        target = "pred" if check.certifiable else "true"
+        state = "certified" if check.certified else "NOT certified"
+        click.echo(f"valid permutation of {len(check.permutation)} pieces")
+        click.echo(f"MSE vs {target}: {check.mse:.4g}  {state} (tolerance {check.tolerance:.2g})")
+        if check.mse_true is not None and check.certifiable:
+            click.echo(f"MSE vs true: {check.mse_true:.4g}  (sanity: the model's own error)")
+        click.echo(f"sha256: {check.sha256}")
+        if matches is not None:
+            click.echo("sha256 matches the expected digest" if matches
+                       else "sha256 does NOT match the expected digest")
+    ok = check.certified and matches is not False
+    sys.exit(EXIT_CERTIFIED if ok else EXIT_UNCERTIFIED)
+
+
+@main.command()
+@click.argument("pieces_dir", type=click.Path(path_type=Path))
+@data_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def inspect(pieces_dir: Path, data: Path | None, as_json: bool) -> None:
+    """What was found (pieces, shapes, formats, data) and the pairing signal, without solving."""
+    from collections import Counter
+
+    from .pairing import pair_by_dominance
+    from .roles import assign_roles
+
+    try:
+        pieces, loaded = _load(pieces_dir, data)
+        stack = assign_roles(pieces)
+    except DropnetError as exc:
+        _fail(str(exc))
+    summary = pair_by_dominance(stack).summary()
+    shapes = Counter(p.weight.shape for p in pieces.items)
+    info = {
+        "pieces_folder": str(pieces.folder), "pieces": len(pieces), "formats": list(pieces.formats),
+        "shapes": {f"{a}x{b}": c for (a, b), c in sorted(shapes.items())},
+        "blocks": stack.blocks, "width": stack.width, "hidden": stack.hidden,
+        "data": str(loaded.path), "rows": loaded.rows, "input_columns": len(loaded.columns),
+        "has_pred": loaded.pred is not None, "has_true": loaded.true is not None,
+        "pairing": summary, "warnings": [w for w in [pairing_warning(summary)] if w],
+    }
+    if loaded.pred is None:
+        info["warnings"].append("no 'pred' column: answers can be fitted to 'true' but not certified")
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"{info['pieces']} pieces in {info['pieces_folder']} ({', '.join(info['formats'])}): "
+               + ", ".join(f"{c} of {s}" for s, c in info["shapes"].items()))
+    click.echo(f"{stack.blocks} blocks, width {stack.width}, hidden {stack.hidden}")
+    click.echo(f"data {info['data']}: {loaded.rows} rows, {len(loaded.columns)} input columns, "
+               f"pred {'yes' if info['has_pred'] else 'NO'}, true {'yes' if info['has_true'] else 'no'}")
+    click.echo(f"pairing: matched ratio {summary['matched_min']:.3g}.., unmatched ..{summary['unmatched_max']:.3g}"
+               f" (margin x{summary['margin']:.2f}), matched traces {summary['matched_trace_range'][0]:.3g}"
+               f" to {summary['matched_trace_range'][1]:.3g}")
+    for warning in info["warnings"]:
+        click.echo(warning)
 
 
 def _register_optional_commands() -> None:
