@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .errors import DropnetError
+from .errors import DropnetError, InputError
 
 EXIT_CERTIFIED, EXIT_UNCERTIFIED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -73,24 +73,34 @@ def pairing_warning(summary: dict) -> str | None:
               help="Budget of block evaluations (one block on the search rows).")
 @click.option("--random-seed", type=int, default=0, show_default=True,
               help="Seed of the iterated local search's kicks (results are deterministic).")
+@click.option("--pairs", "pairs_file", type=click.Path(path_type=Path), default=None,
+              help="JSON list of known [input piece, output piece] pairs (may be partial).")
+@click.option("--no-data", is_flag=True,
+              help="Order by the weights alone (no CSV): an uncertified guess, exit 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Also write the answer (or the JSON object with --json) to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit: float,
-          max_evals: int, random_seed: int, as_json: bool, output: Path | None,
-          quiet: bool) -> None:
+          max_evals: int, random_seed: int, pairs_file: Path | None, no_data: bool,
+          as_json: bool, output: Path | None, quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
-    from .solve import solve_loaded, SearchOptions
+    from .io import find_pieces_folder, load_pieces
+    from .solve import SearchOptions, guess_without_data, solve_loaded
     from .verify import answer_sha256, answer_text
 
     try:
         started = time.perf_counter()
-        pieces, loaded = _load(pieces_dir, data)
-        load_seconds = time.perf_counter() - started
         options = SearchOptions(rows=rows, seed=seed, time_limit=time_limit,
-                                max_evals=max_evals, random_seed=random_seed)
-        result = solve_loaded(pieces, loaded, options, progress=_progress(quiet))
+                                max_evals=max_evals, random_seed=random_seed,
+                                known_pairs=_read_pairs(pairs_file))
+        if no_data:
+            result = guess_without_data(load_pieces(find_pieces_folder(pieces_dir)), options)
+            load_seconds = time.perf_counter() - started - sum(result.timings.values())
+        else:
+            pieces, loaded = _load(pieces_dir, data)
+            load_seconds = time.perf_counter() - started
+            result = solve_loaded(pieces, loaded, options, progress=_progress(quiet))
     except DropnetError as exc:
         _fail(str(exc))
     result.timings = {"load": load_seconds, **result.timings}
@@ -109,7 +119,27 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
     sys.exit(EXIT_CERTIFIED if result.certified else EXIT_UNCERTIFIED)
 
 
+def _read_pairs(path: Path | None) -> tuple:
+    """Known pairs from a JSON file: [[input piece, output piece], ...]."""
+    if path is None:
+        return ()
+    try:
+        pairs = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError:
+        raise InputError(f"{path}: not JSON") from None
+    if not isinstance(pairs, list):
+        raise InputError(f"{path}: expected a JSON list of [input piece, output piece] pairs")
+    return tuple(tuple(p) if isinstance(p, list) else p for p in pairs)
+
+
 def _solve_text(result, digest: str) -> str:
+    from .verify import answer_text
+
+    if result.mse is None:
+        status = "NOT certified: ordered from the weights alone (--no-data), a guess"
+        return "\n".join([answer_text(result.permutation), f"sha256: {digest}", status])
     if result.certified:
         status = f"certified (tolerance {result.tolerance:.2g})"
     elif not result.certifiable:
@@ -117,8 +147,6 @@ def _solve_text(result, digest: str) -> str:
     else:
         status = f"NOT certified (tolerance {result.tolerance:.2g})"
     target = "pred" if result.certifiable else "true"
-    from .verify import answer_text
-
     lines = [answer_text(result.permutation), f"sha256: {digest}",
              f"MSE vs {target}: {result.mse:.4g}  {status}"]
     if result.mse_true is not None and result.certifiable:

@@ -12,17 +12,24 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ._kernels import backend
+from .errors import InputError
 from .roles import Stack
 
 
 @dataclass(frozen=True)
 class Pairing:
     """``out_for_in[i]`` is the output layer paired with input layer i (stack indices);
-    ``ratio`` and ``trace`` are (n, n), [input, output]."""
+    ``ratio`` (|tr| / ||.||_F, the dominance ratio) and ``trace`` are (n, n), [input, output]."""
 
     out_for_in: np.ndarray
     ratio: np.ndarray
     trace: np.ndarray
+    frozen: np.ndarray | None = None  # (n,) bool: inputs whose pair was given, never repaired
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """Signed dominance ratio -tr / ||.||_F (n, n): large for likely pairs."""
+        return -np.sign(self.trace) * self.ratio
 
     @property
     def matched(self) -> np.ndarray:
@@ -53,12 +60,43 @@ class Pairing:
                                                          self.out_for_in].max())]}
 
 
-def pair_by_dominance(stack: Stack, kernels: str = "cpu") -> Pairing:
-    """Assign each input layer the output layer maximising the total dominance ratio."""
+def pair_by_dominance(stack: Stack, kernels: str = "cpu",
+                      fixed: dict[int, int] | None = None) -> Pairing:
+    """Assign each input layer an output layer, maximising the summed signed dominance ratio
+    -tr(W_out W_in) / ||W_out W_in||_F (true pairs have a negative trace, so a large positive
+    trace counts against a pair). ``fixed`` maps input -> output (stack indices) pairs known
+    in advance; they are kept and their layers are not offered to anyone else."""
     k = backend(kernels)
     trace, fro = k.pair_trace_and_frobenius(stack.weights.w_in, stack.weights.w_out)
-    ratio = np.abs(trace) / np.maximum(fro, np.finfo(np.float64).tiny)
-    rows, cols = linear_sum_assignment(-ratio)
+    fro = np.maximum(fro, np.finfo(np.float64).tiny)
+    cost = trace / fro
+    big = 1e6
+    for i, j in (fixed or {}).items():
+        cost[i, :], cost[:, j] = big, big
+        cost[i, j] = -big
+    rows, cols = linear_sum_assignment(cost)
     out_for_in = np.empty(stack.blocks, dtype=np.int64)
     out_for_in[rows] = cols
-    return Pairing(out_for_in, ratio, trace)
+    frozen = np.zeros(stack.blocks, dtype=bool)
+    frozen[list((fixed or {}).keys())] = True
+    return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen)
+
+
+def known_pairs(stack: Stack, pairs: list) -> dict[int, int]:
+    """Known [input piece, output piece] pairs (piece indices) -> {input: output} stack
+    indices; refuses pieces of the wrong role or used twice."""
+    where_in = {int(p): i for i, p in enumerate(stack.in_ids)}
+    where_out = {int(p): j for j, p in enumerate(stack.out_ids)}
+    fixed: dict[int, int] = {}
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(isinstance(p, int) for p in pair)):
+            raise InputError(f"known pairs must be [input piece, output piece]; got {pair!r:.40}")
+        if pair[0] not in where_in or pair[1] not in where_out:
+            raise InputError(f"known pair {pair}: piece {pair[0]} must be a block input layer "
+                             f"and piece {pair[1]} a block output layer")
+        i, j = where_in[pair[0]], where_out[pair[1]]
+        if i in fixed or j in fixed.values():
+            raise InputError(f"known pair {pair}: a piece appears in two pairs")
+        fixed[i] = j
+    return fixed

@@ -85,18 +85,22 @@ def local_moves(window: int = 4) -> Callable[[np.ndarray, np.ndarray], Moves]:
     return neighbourhood
 
 
-def output_exchanges(alternatives: np.ndarray | None = None) -> Callable[[np.ndarray, np.ndarray], Moves]:
+def output_exchanges(alternatives: np.ndarray | None = None, frozen: np.ndarray | None = None
+                     ) -> Callable[[np.ndarray, np.ndarray], Moves]:
     """Pairing repair: exchange the output layers of the blocks at positions p < q. With
     ``alternatives`` (n_in, a) — for each input layer, its likeliest other output layers —
-    only exchanges that give some input one of its alternatives; else every pair."""
+    only exchanges that give some input one of its alternatives; else every pair. Blocks
+    whose input layer is ``frozen`` (n_in,) bool keep their output layer."""
     def neighbourhood(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
         n = len(seq_in)
+        free = np.ones(n, bool) if frozen is None else ~frozen[seq_in]
         if alternatives is None:
-            pairs = {(p, q) for p in range(n) for q in range(p + 1, n)}
+            pairs = {(p, q) for p in range(n) for q in range(p + 1, n) if free[p] and free[q]}
         else:
             where = {int(o): p for p, o in enumerate(seq_out)}
-            pairs = {tuple(sorted((p, where[int(o)]))) for p in range(n)
-                     for o in alternatives[seq_in[p]] if int(o) in where and where[int(o)] != p}
+            pairs = {tuple(sorted((p, where[int(o)]))) for p in range(n) if free[p]
+                     for o in alternatives[seq_in[p]]
+                     if int(o) in where and where[int(o)] != p and free[where[int(o)]]}
         ident, out = np.arange(n), []
         for p, q in sorted(pairs):
             idx = ident.copy()

@@ -12,7 +12,7 @@ from . import certify
 from .errors import InputError
 from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pieces
 from .ordering import SEEDS, seed_order
-from .pairing import Pairing, pair_by_dominance
+from .pairing import Pairing, known_pairs, pair_by_dominance
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
                      output_exchanges, perturb)
@@ -34,6 +34,7 @@ class SearchOptions:
     max_evals: int = 10**9
     time_limit: float = 60.0
     random_seed: int = 0
+    known_pairs: tuple = ()  # [input piece, output piece] pairs fixed in advance
 
 
 @dataclass
@@ -46,11 +47,11 @@ class Result:
     permutation: list[int]
     pairs: list[list[int]]
     order: list[int]
-    mse: float
+    mse: float | None
     mse_true: float | None
     certified: bool
     certifiable: bool
-    tolerance: float
+    tolerance: float | None
     seed: str
     pairing: dict
     search: dict
@@ -90,7 +91,7 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                          f"width {stack.width}")
     if options.seed != "auto" and options.seed not in SEEDS:
         raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
-    pairing = pair_by_dominance(stack, options.kernels)
+    pairing = pair_by_dominance(stack, options.kernels, known_pairs(stack, list(options.known_pairs)))
     timings["pair"] = time.perf_counter() - t
     say(f"paired {stack.blocks} blocks: matched ratio >= {pairing.matched_min:.3g}, "
         f"unmatched <= {pairing.unmatched_max:.3g}")
@@ -110,6 +111,23 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                 "block_evals": log.block_evals, "mse_history": log.mse}, timings=timings)
 
 
+def guess_without_data(pieces: Pieces, options: SearchOptions = SearchOptions()) -> Result:
+    """An uncertified guess from the weights alone: dominance pairing, then blocks in
+    ascending ||W_out||_F. Without data nothing can be checked: mse is None."""
+    t = time.perf_counter()
+    stack = assign_roles(pieces)
+    pairing = pair_by_dominance(stack, options.kernels, known_pairs(stack, list(options.known_pairs)))
+    order = seed_order("wout", stack.weights, pairing.out_for_in, np.empty((0, stack.width)))
+    seq_out = pairing.out_for_in[order]
+    return Result(
+        permutation=stack.permutation(order, seq_out),
+        pairs=[[int(stack.in_ids[i]), int(stack.out_ids[j])] for i, j in zip(order, seq_out)],
+        order=[int(stack.in_ids[i]) for i in order], mse=None, mse_true=None, certified=False,
+        certifiable=False, tolerance=None, seed="wout (no data)", pairing=pairing.summary(),
+        search={"rounds": 0, "candidates": 0, "block_evals": 0, "mse_history": []},
+        timings={"pair+order": time.perf_counter() - t})
+
+
 @dataclass
 class _Best:
     seq_in: np.ndarray
@@ -122,8 +140,8 @@ class _Best:
 def _neighbourhoods(pairing: Pairing, n: int) -> list:
     """Cheapest first: adjacent swaps; short insertions/swaps/rotations; pairing repair
     towards each input's next-likeliest outputs; longer insertions and swaps."""
-    alternatives = np.argsort(-pairing.ratio, axis=1)[:, : min(4, n)]
-    return [adjacent_swaps, local_moves(4), output_exchanges(alternatives),
+    alternatives = np.argsort(-pairing.evidence, axis=1)[:, : min(4, n)]
+    return [adjacent_swaps, local_moves(4), output_exchanges(alternatives, pairing.frozen),
             local_moves(min(n, 16))]
 
 
