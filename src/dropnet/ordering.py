@@ -1,7 +1,8 @@
 """Seed orders for the search: where each block probably sits, from weights or data.
 
-A seed is an array ``order`` (n,) of input-layer indices in execution order; with a pairing
-``out_for_in`` it gives the sequences ``seq_in = order`` and ``seq_out = out_for_in[order]``.
+Blocks are given as ``blk_in``/``blk_out`` (n,): block k is input layer ``blk_in[k]`` with
+output layer ``blk_out[k]`` (stack indices). A seed is an ``order`` (n,) of block indices in
+execution order, giving the sequences ``seq_in = blk_in[order]``, ``seq_out = blk_out[order]``.
 """
 from __future__ import annotations
 
@@ -12,44 +13,43 @@ from ._kernels import BlockWeights, backend
 SEEDS = ("wout", "delta", "greedy")
 
 
-def seed_by_wout_norm(weights: BlockWeights, out_for_in: np.ndarray) -> np.ndarray:
+def seed_by_wout_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray) -> np.ndarray:
     """Ascending ||W_out||_F of each block's output layer (the published seed)."""
-    norms = np.linalg.norm(weights.w_out[out_for_in].reshape(len(out_for_in), -1), axis=1)
+    norms = np.linalg.norm(weights.w_out[blk_out].reshape(len(blk_out), -1), axis=1)
     return np.argsort(norms, kind="stable")
 
 
-def seed_by_residual_norm(weights: BlockWeights, out_for_in: np.ndarray, x: np.ndarray,
-                          kernels: str = "cpu") -> np.ndarray:
+def seed_by_residual_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
+                          x: np.ndarray, kernels: str = "cpu") -> np.ndarray:
     """Ascending mean ||block(x) - x|| of each block applied to the inputs x (m, d)."""
-    blocks = np.arange(len(out_for_in))
-    norms = backend(kernels).residual_norms(x, weights, blocks, out_for_in)
+    norms = backend(kernels).residual_norms(x, weights, blk_in, blk_out)
     return np.argsort(norms, kind="stable")
 
 
-def seed_greedy(weights: BlockWeights, out_for_in: np.ndarray, x: np.ndarray,
+def seed_greedy(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
                 kernels: str = "cpu") -> np.ndarray:
     """Build the order one block at a time: append the unused block whose residual on the
     current activations is smallest, then advance the activations through it."""
     k = backend(kernels)
-    remaining = list(range(len(out_for_in)))
+    remaining = list(range(len(blk_in)))
     order = []
     acts = np.array(x, copy=True)
     while remaining:
         cand = np.array(remaining)
-        best = int(cand[np.argmin(k.residual_norms(acts, weights, cand, out_for_in[cand]))])
+        best = int(cand[np.argmin(k.residual_norms(acts, weights, blk_in[cand], blk_out[cand]))])
         order.append(best)
         remaining.remove(best)
-        acts = k.block_forward(acts, weights, best, int(out_for_in[best]))
+        acts = k.block_forward(acts, weights, int(blk_in[best]), int(blk_out[best]))
     return np.array(order, dtype=np.int64)
 
 
-def seed_order(name: str, weights: BlockWeights, out_for_in: np.ndarray, x: np.ndarray,
-               kernels: str = "cpu") -> np.ndarray:
-    """The seed called ``name`` (one of SEEDS)."""
+def seed_order(name: str, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
+               x: np.ndarray, kernels: str = "cpu") -> np.ndarray:
+    """The seed called ``name`` (one of SEEDS): an order (n,) of block indices."""
     if name == "wout":
-        return seed_by_wout_norm(weights, out_for_in)
+        return seed_by_wout_norm(weights, blk_in, blk_out)
     if name == "delta":
-        return seed_by_residual_norm(weights, out_for_in, x, kernels)
+        return seed_by_residual_norm(weights, blk_in, blk_out, x, kernels)
     if name == "greedy":
-        return seed_greedy(weights, out_for_in, x, kernels)
+        return seed_greedy(weights, blk_in, blk_out, x, kernels)
     raise ValueError(f"unknown seed {name!r}; choose one of {SEEDS}")

@@ -18,13 +18,21 @@ from .roles import Stack
 
 @dataclass(frozen=True)
 class Pairing:
-    """``out_for_in[i]`` is the output layer paired with input layer i (stack indices);
+    """``out_for_in[k]`` is the output layer of block k, whose input layer is ``blk_in[k]``
+    (default: k) (stack indices);
     ``ratio`` (|tr| / ||.||_F, the dominance ratio) and ``trace`` are (n, n), [input, output]."""
 
     out_for_in: np.ndarray
     ratio: np.ndarray
     trace: np.ndarray
-    frozen: np.ndarray | None = None  # (n,) bool: inputs whose pair was given, never repaired
+    frozen: np.ndarray | None = None  # (n_in,) bool: inputs whose pair was given, never repaired
+    blk_in: np.ndarray | None = None  # input layer of each block when not simply 0..n-1
+
+    @property
+    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(blk_in, blk_out) (n,): block k is input layer blk_in[k], output blk_out[k]."""
+        ins = np.arange(len(self.out_for_in)) if self.blk_in is None else self.blk_in
+        return ins, self.out_for_in
 
     @property
     def evidence(self) -> np.ndarray:
@@ -34,12 +42,14 @@ class Pairing:
     @property
     def matched(self) -> np.ndarray:
         """Ratios of the chosen pairs, (n,)."""
-        return self.ratio[np.arange(len(self.out_for_in)), self.out_for_in]
+        return self.ratio[self.blocks]
 
     @property
     def unmatched_max(self) -> float:
         mask = np.ones_like(self.ratio, dtype=bool)
-        mask[np.arange(len(self.out_for_in)), self.out_for_in] = False
+        mask[self.blocks] = False
+        if self.blk_in is not None:  # square pieces: a layer is never paired with itself
+            np.fill_diagonal(mask, False)
         return float(self.ratio[mask].max()) if mask.any() else 0.0
 
     @property
@@ -54,10 +64,8 @@ class Pairing:
     def summary(self) -> dict:
         return {"matched_min": self.matched_min, "unmatched_max": self.unmatched_max,
                 "margin": self.margin,
-                "matched_trace_range": [float(self.trace[np.arange(len(self.out_for_in)),
-                                                         self.out_for_in].min()),
-                                        float(self.trace[np.arange(len(self.out_for_in)),
-                                                         self.out_for_in].max())]}
+                "matched_trace_range": [float(self.trace[self.blocks].min()),
+                                        float(self.trace[self.blocks].max())]}
 
 
 def pair_by_dominance(stack: Stack, kernels: str = "cpu",
@@ -66,6 +74,8 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
     -tr(W_out W_in) / ||W_out W_in||_F (true pairs have a negative trace, so a large positive
     trace counts against a pair). ``fixed`` maps input -> output (stack indices) pairs known
     in advance; they are kept and their layers are not offered to anyone else."""
+    if stack.square:
+        return pair_square(stack, kernels, fixed)
     k = backend(kernels)
     trace, fro = k.pair_trace_and_frobenius(stack.weights.w_in, stack.weights.w_out)
     fro = np.maximum(fro, np.finfo(np.float64).tiny)
@@ -80,6 +90,41 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
     frozen = np.zeros(stack.blocks, dtype=bool)
     frozen[list((fixed or {}).keys())] = True
     return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen)
+
+
+def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None = None) -> Pairing:
+    """h = d: match the 2n layers into n pairs by the symmetric evidence
+    -tr(A B) / sqrt(||A B||_F ||B A||_F), then orient each pair by the larger signed ratio
+    (the search flips orientations the data disagrees with)."""
+    trace, fro = backend(kernels).pair_trace_and_frobenius(stack.weights.w_in, stack.weights.w_out)
+    fro = np.maximum(fro, np.finfo(np.float64).tiny)
+    evidence = -trace / fro
+    sym = -trace / np.sqrt(fro * fro.T)
+    big = 1e6
+    np.fill_diagonal(sym, -big)
+    blocks = dict(fixed or {})
+    taken = set(blocks) | set(blocks.values())
+
+    def add(a: int, b: int) -> None:  # orient by the larger signed ratio
+        i, j = (a, b) if evidence[a, b] >= evidence[b, a] else (b, a)
+        blocks[i] = j
+        taken.update((a, b))
+
+    rows, cols = linear_sum_assignment(-sym)
+    for a, b in zip(rows, cols):  # mutual choices of the assignment are pairs
+        if a < b and cols[b] == a and a not in taken and b not in taken:
+            add(int(a), int(b))
+    free = [a for a in range(len(sym)) if a not in taken]
+    while free:  # the rest greedily by the symmetric evidence
+        sub = sym[np.ix_(free, free)]
+        a, b = np.unravel_index(np.argmax(sub), sub.shape)
+        add(free[a], free[b])
+        free = [c for c in free if c not in taken]
+    blk_in = np.array(sorted(blocks), dtype=np.int64)
+    frozen = np.zeros(len(sym), dtype=bool)
+    frozen[list((fixed or {}).keys())] = True
+    return Pairing(np.array([blocks[i] for i in blk_in], dtype=np.int64), np.abs(trace) / fro,
+                   trace, frozen, blk_in)
 
 
 def known_pairs(stack: Stack, pairs: list) -> dict[int, int]:

@@ -14,16 +14,20 @@ from .io import Pieces
 class Stack:
     """Typed pieces: ``weights`` stacks the n input layers (w_in (n, h, d), b_in (n, h)) and
     the n output layers (w_out (n, d, h), b_out (n, d)) in piece-index order, float64;
-    ``in_ids``/``out_ids`` (n,) are their piece indices, ``last_id`` the final layer's."""
+    ``in_ids``/``out_ids`` (n,) are their piece indices, ``last_id`` the final layer's.
+    When h = d (``square``), roles cannot be told by shape: both stacks hold all 2n square
+    layers and the pairing decides which layer of a pair is the input."""
 
     weights: BlockWeights
     in_ids: np.ndarray
     out_ids: np.ndarray
     last_id: int
+    square: bool = False  # h = d: every layer is d x d and may play either role
 
     @property
     def blocks(self) -> int:
-        return int(self.in_ids.shape[0])
+        n = int(self.in_ids.shape[0])
+        return n // 2 if self.square else n
 
     @property
     def width(self) -> int:
@@ -53,8 +57,7 @@ def assign_roles(pieces: Pieces) -> Stack:
     inputs = [p for p in rest if p.weight.shape[1] == d and p.weight.shape[0] != d]
     outputs = [p for p in rest if p.weight.shape[0] == d and p.weight.shape[1] != d]
     if any(p.weight.shape == (d, d) for p in rest):
-        raise InputError(f"{pieces.folder}: pieces of shape ({d}, {d}) (hidden size = width) "
-                         "cannot be typed by shape")
+        return _square_stack(pieces, rest, finals[0], d)
     odd = [p for p in rest if p not in inputs and p not in outputs]
     if odd:
         raise InputError(f"{pieces.folder}: piece {odd[0].index} has shape {odd[0].weight.shape}, "
@@ -70,3 +73,18 @@ def assign_roles(pieces: Pieces) -> Stack:
         finals[0].weight[0].copy(), finals[0].bias.copy())
     return Stack(weights, np.array([p.index for p in inputs]), np.array([p.index for p in outputs]),
                  finals[0].index)
+
+
+def _square_stack(pieces: Pieces, rest: list, final, d: int) -> Stack:
+    """h = d: every block layer is d x d; both roles stack all of them."""
+    odd = [p for p in rest if p.weight.shape != (d, d)]
+    if odd or len(rest) % 2 or not rest:
+        shape = odd[0].weight.shape if odd else None
+        raise InputError(f"{pieces.folder}: with ({d}, {d}) pieces every block layer must be "
+                         f"({d}, {d}) and their count even; found {len(rest)}"
+                         + (f", one of shape {shape}" if shape else ""))
+    w = np.stack([p.weight for p in rest])
+    b = np.stack([p.bias for p in rest])
+    ids = np.array([p.index for p in rest])
+    weights = BlockWeights(w, b, w.copy(), b.copy(), final.weight[0].copy(), final.bias.copy())
+    return Stack(weights, ids, ids.copy(), final.index, square=True)

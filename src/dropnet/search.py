@@ -110,6 +110,15 @@ def output_exchanges(alternatives: np.ndarray | None = None, frozen: np.ndarray 
     return neighbourhood
 
 
+def orientation_flips(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
+    """h = d only: swap the roles of the two layers of the block at each position."""
+    n = len(seq_in)
+    pos = np.arange(n)
+    cand_in, cand_out = np.tile(seq_in, (n, 1)), np.tile(seq_out, (n, 1))
+    cand_in[pos, pos], cand_out[pos, pos] = seq_out, seq_in
+    return Moves(cand_in, cand_out, pos, pos.copy())
+
+
 @dataclass
 class SearchLog:
     """What a search did: accepted MSE after each round, candidate and block evaluations
@@ -175,19 +184,25 @@ class Climber:
                                                   state.seq_out[lo:])
         self.log.block_evals += n - lo
 
-    def step(self, state: SearchState, moves: Moves) -> bool:
+    def step(self, state: SearchState, moves: Moves, limit: int | None = None) -> bool:
         """Take an improving move if there is one; returns False when none improves.
 
         With screening on, a backward pass ranks the moves by their first-order change and
-        the most promising ``screen`` are evaluated exactly first; only if none of those
-        improves are the rest evaluated, so a False answer is always exact."""
+        they are evaluated exactly in batches of growing size (``screen``, then 4x more, ...)
+        best-ranked first; every move is evaluated before giving up, so a False answer is
+        always exact — unless ``limit`` caps the moves evaluated exactly (a cheaper, inexact
+        step for iterated local search)."""
         if len(moves) == 0:
             return False
         if not self.screen or len(moves) <= self.screen:
             return self._try(state, moves, np.arange(len(moves)))
-        ranked = np.argsort(self._first_order(state, moves), kind="stable")
-        return (self._try(state, moves, ranked[: self.screen])
-                or self._try(state, moves, ranked[self.screen :]))
+        ranked = np.argsort(self._first_order(state, moves), kind="stable")[:limit]
+        lo, size = 0, self.screen
+        while lo < len(ranked):  # exact evaluation in growing batches, best-ranked first
+            if self._try(state, moves, ranked[lo : lo + size]):
+                return True
+            lo, size = lo + size, 4 * size
+        return False
 
     def _first_order(self, state: SearchState, moves: Moves) -> np.ndarray:
         grads = self.k.adjoint_gradients(state.acts, self.weights, state.seq_in, state.seq_out,
@@ -241,15 +256,16 @@ class Climber:
 def descend(climber: "Climber", state: SearchState,
             neighbourhoods: list[Callable[[np.ndarray, np.ndarray], Moves]],
             max_rounds: int = 100_000, deadline: float = np.inf,
-            good_enough: float = 0.0) -> SearchState:
+            good_enough: float = 0.0, limit: int | None = None) -> SearchState:
     """Variable neighbourhood descent: step in the first neighbourhood that improves, going
-    back to the first (cheapest) after every success; stop when none improves."""
+    back to the first (cheapest) after every success; stop when none improves. ``limit``
+    caps the moves evaluated exactly per step (see :meth:`Climber.step`)."""
     t0 = time.perf_counter()
     level = 0
     while level < len(neighbourhoods) and climber.log.rounds < max_rounds:
         if time.perf_counter() > deadline or state.sse <= good_enough * climber.rows:
             break
-        if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out)):
+        if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out), limit):
             climber.log.rounds += 1
             climber.log.mse.append(state.sse / climber.rows)
             level = 0
@@ -261,15 +277,20 @@ def descend(climber: "Climber", state: SearchState,
 
 def perturb(seq_in: np.ndarray, seq_out: np.ndarray, rng: np.random.Generator,
             strength: int) -> tuple[np.ndarray, np.ndarray]:
-    """A kick for iterated local search: ``strength`` random block moves (pairs kept)."""
-    seq_in, seq_out = seq_in.copy(), seq_out.copy()
+    """A kick for iterated local search: ``strength`` random block moves (pairs kept), each
+    an insertion, a swap, or the reversal of a segment."""
     n = len(seq_in)
+    order = np.arange(n)
     for _ in range(strength):
-        i, j = rng.integers(0, n, 2)
-        order = list(range(n))
-        order.insert(int(j), order.pop(int(i)))
-        seq_in, seq_out = seq_in[order], seq_out[order]
-    return seq_in, seq_out
+        i, j = sorted(int(v) for v in rng.choice(n, 2, replace=False)) if n > 1 else (0, 0)
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            order = np.insert(np.delete(order, i), j, order[i])
+        elif kind == 1:
+            order[[i, j]] = order[[j, i]]
+        else:
+            order[i : j + 1] = order[i : j + 1][::-1]
+    return seq_in[order], seq_out[order]
 
 
 def _disjoint(moves: Moves, ranked: np.ndarray) -> list[int]:

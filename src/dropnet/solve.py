@@ -15,9 +15,11 @@ from .ordering import SEEDS, seed_order
 from .pairing import Pairing, known_pairs, pair_by_dominance
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
-                     output_exchanges, perturb)
+                     orientation_flips, output_exchanges, perturb)
 
 DEFAULT_ROWS = 128
+ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
+OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 Progress = Callable[[str], None]
 
 
@@ -107,7 +109,7 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
         certified=bool(data.certifiable and mse <= tol), certifiable=data.certifiable,
         tolerance=tol, seed=best.seed, pairing=pairing.summary(),
         search={"rounds": log.rounds, "candidates": log.candidates,
-                "repaired_pairs": int(np.sum(seq_out != pairing.out_for_in[order])),
+                "repaired_pairs": _repaired(pairing, order, seq_out),
                 "block_evals": log.block_evals, "mse_history": log.mse}, timings=timings)
 
 
@@ -117,8 +119,9 @@ def guess_without_data(pieces: Pieces, options: SearchOptions = SearchOptions())
     t = time.perf_counter()
     stack = assign_roles(pieces)
     pairing = pair_by_dominance(stack, options.kernels, known_pairs(stack, list(options.known_pairs)))
-    order = seed_order("wout", stack.weights, pairing.out_for_in, np.empty((0, stack.width)))
-    seq_out = pairing.out_for_in[order]
+    blk_in, blk_out = pairing.blocks
+    chosen = seed_order("wout", stack.weights, blk_in, blk_out, np.empty((0, stack.width)))
+    order, seq_out = blk_in[chosen], blk_out[chosen]
     return Result(
         permutation=stack.permutation(order, seq_out),
         pairs=[[int(stack.in_ids[i]), int(stack.out_ids[j])] for i, j in zip(order, seq_out)],
@@ -137,22 +140,25 @@ class _Best:
     output: np.ndarray
 
 
-def _neighbourhoods(pairing: Pairing, n: int) -> list:
-    """Cheapest first: adjacent swaps; short insertions/swaps/rotations; pairing repair
-    towards each input's next-likeliest outputs; longer insertions and swaps."""
+def _neighbourhoods(pairing: Pairing, n: int, square: bool) -> list:
+    """Cheapest first: adjacent swaps (and, for h = d, role flips); short insertions, swaps
+    and rotations; pairing repair towards each input's next-likeliest outputs; longer
+    insertions and swaps."""
     alternatives = np.argsort(-pairing.evidence, axis=1)[:, : min(4, n)]
-    return [adjacent_swaps, local_moves(4), output_exchanges(alternatives, pairing.frozen),
-            local_moves(min(n, 16))]
+    first = [adjacent_swaps, orientation_flips] if square else [adjacent_swaps]
+    return first + [local_moves(4), output_exchanges(alternatives, pairing.frozen),
+                    local_moves(min(n, 16))]
 
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
            timings: dict) -> tuple[_Best, SearchLog, float]:
-    """Seeds, then descent on a row subset grown x4 until certified, then iterated local
-    search from the best answer until certified or the budget is spent."""
+    """Seeds, then descent on a row subset (grown x4 while the search fits its rows but not
+    all of them), then iterated local search from the best answer until certified or the
+    budget is spent."""
     target, tol, log = data.target, certify.tolerance(data.target, stack.blocks), SearchLog()
     weights32 = stack.weights.astype(np.float32)
     deadline = time.perf_counter() + options.time_limit
-    hoods = _neighbourhoods(pairing, stack.blocks)
+    hoods = _neighbourhoods(pairing, stack.blocks, stack.square)
     best: _Best | None = None
 
     def certify_state(seq_in, seq_out, name):
@@ -167,8 +173,9 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
 
     x_seed = np.ascontiguousarray(data.x[: options.rows], dtype=np.float32)
     for name in _seed_names(options.seed):
-        seq_in = seed_order(name, weights32, pairing.out_for_in, x_seed, options.kernels)
-        seq_out, m = pairing.out_for_in[seq_in], min(options.rows, data.rows)
+        blk_in, blk_out = pairing.blocks
+        chosen = seed_order(name, weights32, blk_in, blk_out, x_seed, options.kernels)
+        seq_in, seq_out, m = blk_in[chosen], blk_out[chosen], min(options.rows, data.rows)
         while True:
             climber = Climber(stack.weights, data.x[:m], target[:m], options.kernels)
             climber.log = log
@@ -177,7 +184,8 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             seq_in, seq_out = state.seq_in, state.seq_out
             mse = certify_state(seq_in, seq_out, name)
             say(f"seed {name}: {log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
-            if mse <= tol or m >= data.rows or _spent(log, options, deadline):
+            overfit = state.sse / m <= OVERFIT * tol  # fits the rows it saw, not the others
+            if mse <= tol or m >= data.rows or not overfit or _spent(log, options, deadline):
                 break
             m = min(4 * m, data.rows)
         if best.mse <= tol or _spent(log, options, deadline):
@@ -196,21 +204,27 @@ def _iterated_local_search(stack, data, options, hoods, best, log, deadline, tol
     climber = Climber(stack.weights, data.x[:m], data.target[:m], options.kernels)
     climber.log = log
     incumbent = climber.start(best.seq_in, best.seq_out)
-    kicks = 0
-    while not _spent(log, options, deadline) and best.mse > tol:
+    kicks, mse = 0, best.mse
+    while not _spent(log, options, deadline) and mse > tol:
         kicks += 1
-        seq_in, seq_out = perturb(incumbent.seq_in, incumbent.seq_out, rng, 1 + kicks % 4)
+        seq_in, seq_out = perturb(incumbent.seq_in, incumbent.seq_out, rng, int(rng.integers(1, 5)))
         state = descend(climber, climber.start(seq_in, seq_out), hoods, options.max_rounds,
-                        deadline, tol)
+                        deadline, tol, limit=ILS_LIMIT)
         if state.sse < incumbent.sse:
             incumbent = state
-            mse = certify_state(state.seq_in, state.seq_out, best.seed + "+ils")
+            mse = min(mse, certify_state(state.seq_in, state.seq_out, best.seed + "+ils"))
             say(f"iterated local search, kick {kicks}: MSE {mse:.3g} on all rows")
 
 
 def _spent(log: SearchLog, options: SearchOptions, deadline: float) -> bool:
     return (time.perf_counter() > deadline or log.rounds >= options.max_rounds
             or log.block_evals >= options.max_evals)
+
+
+def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
+    """How many blocks of the answer differ from the dominance pairing's blocks."""
+    chosen = set(zip(*(a.tolist() for a in pairing.blocks)))
+    return sum((int(i), int(j)) not in chosen for i, j in zip(seq_in, seq_out))
 
 
 def _seed_names(seed: str) -> tuple[str, ...]:
