@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import DropnetError, InputError
+from .verify import answer_sha256, answer_text  # noqa: F401  (re-exported for callers)
 
 EXIT_CERTIFIED, EXIT_UNCERTIFIED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -77,23 +78,28 @@ def pairing_warning(summary: dict) -> str | None:
               help="JSON list of known [input piece, output piece] pairs (may be partial).")
 @click.option("--no-data", is_flag=True,
               help="Order by the weights alone (no CSV): an uncertified guess, exit 1.")
+@click.option("--cuda", "use_cuda", is_flag=True,
+              help="Run the kernels on an NVIDIA GPU (numba.cuda); exit 2 without one.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
+              help="Kernel backend; auto uses the GPU when one is usable, else the CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Also write the answer (or the JSON object with --json) to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit: float,
           max_evals: int, random_seed: int, pairs_file: Path | None, no_data: bool,
-          as_json: bool, output: Path | None, quiet: bool) -> None:
+          use_cuda: bool, device: str | None, as_json: bool, output: Path | None,
+          quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
     from .io import find_pieces_folder, load_pieces
     from .solve import SearchOptions, guess_without_data, solve_loaded
-    from .verify import answer_sha256, answer_text
 
     try:
         started = time.perf_counter()
         options = SearchOptions(rows=rows, seed=seed, time_limit=time_limit,
                                 max_evals=max_evals, random_seed=random_seed,
-                                known_pairs=_read_pairs(pairs_file))
+                                known_pairs=_read_pairs(pairs_file),
+                                kernels=_kernel_backend(use_cuda, device))
         if no_data:
             result = guess_without_data(load_pieces(find_pieces_folder(pieces_dir)), options)
             load_seconds = time.perf_counter() - started - sum(result.timings.values())
@@ -103,6 +109,10 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
             result = solve_loaded(pieces, loaded, options, progress=_progress(quiet))
     except DropnetError as exc:
         _fail(str(exc))
+    except RuntimeError as exc:
+        if "no usable CUDA GPU" not in str(exc):
+            raise
+        _fail(str(exc).splitlines()[0])
     result.timings = {"load": load_seconds, **result.timings}
     warning = pairing_warning(result.pairing)
     if warning and not quiet:
@@ -117,6 +127,25 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
         except OSError as exc:
             _fail(f"{output}: cannot write ({exc.strerror})")
     sys.exit(EXIT_CERTIFIED if result.certified else EXIT_UNCERTIFIED)
+
+
+def _kernel_backend(use_cuda: bool, device: str | None) -> str:
+    """cpu, or cuda for --cuda / --device cuda (refused without a GPU: no silent fallback),
+    or whichever is usable for --device auto."""
+    if use_cuda and device not in (None, "cuda"):
+        raise InputError("--cuda contradicts --device " + str(device))
+    choice = "cuda" if use_cuda else (device or "cpu")
+    if choice == "cpu":
+        return "cpu"
+    from ._kernels import backend
+
+    cuda = backend("cuda")
+    if cuda.is_available():
+        return "cuda"
+    if choice == "auto":
+        return "cpu"
+    raise InputError("--cuda: no usable CUDA GPU (numba.cuda found none); "
+                     "use --device auto to fall back to the CPU")
 
 
 def _read_pairs(path: Path | None) -> tuple:
@@ -135,8 +164,6 @@ def _read_pairs(path: Path | None) -> tuple:
 
 
 def _solve_text(result, digest: str) -> str:
-    from .verify import answer_text
-
     if result.mse is None:
         status = "NOT certified: ordered from the weights alone (--no-data), a guess"
         return "\n".join([answer_text(result.permutation), f"sha256: {digest}", status])
@@ -251,16 +278,16 @@ def inspect(pieces_dir: Path, data: Path | None, as_json: bool) -> None:
         click.echo(warning)
 
 
-def _register_optional_commands() -> None:
-    try:
-        from .cli_generate import demo, drop
-    except ImportError:  # pragma: no cover - generator not present
-        return
-    main.add_command(drop)
-    main.add_command(demo)
+def _register_commands() -> None:
+    """Commands that live in their own modules (each imports its heavy parts lazily)."""
+    from .cli_generate import demo, drop
+    from .cli_report import report
+
+    for command in (drop, demo, report):
+        main.add_command(command)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._kernels import BlockWeights, backend
 
-SEEDS = ("wout", "delta", "greedy")
+SEEDS = ("greedy", "delta", "wout")
 
 
 def seed_by_wout_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from . import certify
+from ._kernels import backend
 from .errors import InputError
 from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pieces
 from .ordering import SEEDS, seed_order
@@ -171,10 +172,8 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             best = _Best(seq_in.copy(), seq_out.copy(), name, mse, out)
         return mse
 
-    x_seed = np.ascontiguousarray(data.x[: options.rows], dtype=np.float32)
-    for name in _seed_names(options.seed):
+    for name, chosen in _ranked_seeds(stack, pairing, data, options, weights32):
         blk_in, blk_out = pairing.blocks
-        chosen = seed_order(name, weights32, blk_in, blk_out, x_seed, options.kernels)
         seq_in, seq_out, m = blk_in[chosen], blk_out[chosen], min(options.rows, data.rows)
         while True:
             climber = Climber(stack.weights, data.x[:m], target[:m], options.kernels)
@@ -227,5 +226,24 @@ def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
     return sum((int(i), int(j)) not in chosen for i, j in zip(seq_in, seq_out))
 
 
+def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
+                  weights32) -> list[tuple[str, np.ndarray]]:
+    """Every requested seed (for auto, also the reverse of the weight-norm seed: the norm
+    profile can run either way), best first by MSE on the search rows."""
+    m = min(options.rows, data.rows)
+    x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
+    blk_in, blk_out = pairing.blocks
+    seeds = [(name, seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
+             for name in _seed_names(options.seed)]
+    if options.seed == "auto":
+        seeds.append(("wout-desc", seeds[[s[0] for s in seeds].index("wout")][1][::-1].copy()))
+    if len(seeds) == 1:
+        return seeds
+    kernels = backend(options.kernels)
+    scores = [float(np.mean((kernels.network_output(x, weights32, blk_in[o], blk_out[o])
+                             - data.target[:m]) ** 2)) for _, o in seeds]
+    return [seeds[i] for i in np.argsort(scores, kind="stable")]
+
+
 def _seed_names(seed: str) -> tuple[str, ...]:
-    return ("greedy", "delta", "wout") if seed == "auto" else (seed,)
+    return SEEDS if seed == "auto" else (seed,)
