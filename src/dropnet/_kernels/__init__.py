@@ -11,8 +11,12 @@
 - ``first_order_deltas(acts, grads, weights, lo, hi, seq_in, seq_out) -> dsse`` (k,)
 - ``residual_norms(x, weights, cand_in, cand_out) -> mean ||block(x) - x||`` (k,) float64
 
-``weights`` is a :class:`BlockWeights` of stacked layers in the activations' dtype. The CPU
-module also has ``refresh_prefix(acts, weights, seq_in, seq_out, first)`` (in place).
+- ``refresh_prefix(acts, weights, seq_in, seq_out, first)``: in place, acts[p+1] for p >= first
+  (cpu and cuda; the reference rebuilds with ``prefix_activations``)
+
+``weights`` is a :class:`BlockWeights` of stacked layers in the activations' dtype. The CUDA
+module also has ``is_available()``, ``clear_device_cache()`` and ``device_cache_info()``; its
+functions take and return host numpy arrays and keep device copies of weights and caches.
 """
 from __future__ import annotations
 
