@@ -239,9 +239,10 @@ def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOpt
         seeds.append(("wout-desc", seeds[[s[0] for s in seeds].index("wout")][1][::-1].copy()))
     if len(seeds) == 1:
         return seeds
-    kernels = backend(options.kernels)
-    scores = [float(np.mean((kernels.network_output(x, weights32, blk_in[o], blk_out[o])
-                             - data.target[:m]) ** 2)) for _, o in seeds]
+    seq_in = np.stack([blk_in[o] for _, o in seeds])
+    seq_out = np.stack([blk_out[o] for _, o in seeds])
+    scores = backend(options.kernels).evaluate_candidates(  # all from the inputs: start 0
+        x[None], weights32, np.zeros(len(seeds), np.int64), seq_in, seq_out, data.target[:m])
     return [seeds[i] for i in np.argsort(scores, kind="stable")]
 
 
