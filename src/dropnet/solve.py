@@ -20,6 +20,7 @@ from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
 
 DEFAULT_ROWS = 128
 ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
+STALL_KICKS = 40  # kicks without improvement before trying the next seed
 OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 Progress = Callable[[str], None]
 
@@ -153,9 +154,9 @@ def _neighbourhoods(pairing: Pairing, n: int, square: bool) -> list:
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
            timings: dict) -> tuple[_Best, SearchLog, float]:
-    """Seeds, then descent on a row subset (grown x4 while the search fits its rows but not
-    all of them), then iterated local search from the best answer until certified or the
-    budget is spent."""
+    """For each seed, best first: descent on a row subset (grown x4 while the search fits
+    its rows but not all of them), then iterated local search until it stalls; at the end,
+    iterated local search from the best answer until certified or the budget is spent."""
     target, tol, log = data.target, certify.tolerance(data.target, stack.blocks), SearchLog()
     weights32 = stack.weights.astype(np.float32)
     deadline = time.perf_counter() + options.time_limit
@@ -189,30 +190,37 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             m = min(4 * m, data.rows)
         if best.mse <= tol or _spent(log, options, deadline):
             break
+        _iterated_local_search(stack, data, options, hoods, (seq_in, seq_out, name), log,
+                               deadline, tol, certify_state, say, stall=STALL_KICKS)
+        if best.mse <= tol or _spent(log, options, deadline):
+            break
     if best.mse > tol and not _spent(log, options, deadline):
-        _iterated_local_search(stack, data, options, hoods, best, log, deadline, tol,
-                               certify_state, say)
+        _iterated_local_search(stack, data, options, hoods, (best.seq_in, best.seq_out, best.seed),
+                               log, deadline, tol, certify_state, say, stall=None)
     return best, log, tol
 
 
-def _iterated_local_search(stack, data, options, hoods, best, log, deadline, tol,
-                           certify_state, say) -> None:
-    """Kick the best answer with a few random block moves, descend, keep it if better."""
+def _iterated_local_search(stack, data, options, hoods, start, log, deadline, tol,
+                           certify_state, say, stall: int | None) -> None:
+    """Kick the incumbent with a few random block moves, descend (capped steps), keep the
+    result if better; until certified, the budget is spent, or ``stall`` kicks in a row
+    bring nothing (then the caller moves on to the next seed)."""
     rng = np.random.default_rng(options.random_seed)
-    m = min(max(options.rows, 4 * options.rows), data.rows)
+    m = min(4 * options.rows, data.rows)
     climber = Climber(stack.weights, data.x[:m], data.target[:m], options.kernels)
     climber.log = log
-    incumbent = climber.start(best.seq_in, best.seq_out)
-    kicks, mse = 0, best.mse
-    while not _spent(log, options, deadline) and mse > tol:
-        kicks += 1
+    incumbent = climber.start(start[0], start[1])
+    kicks = idle = 0
+    mse = np.inf
+    while not _spent(log, options, deadline) and mse > tol and (stall is None or idle < stall):
+        kicks, idle = kicks + 1, idle + 1
         seq_in, seq_out = perturb(incumbent.seq_in, incumbent.seq_out, rng, int(rng.integers(1, 5)))
         state = descend(climber, climber.start(seq_in, seq_out), hoods, options.max_rounds,
                         deadline, tol, limit=ILS_LIMIT)
         if state.sse < incumbent.sse:
-            incumbent = state
-            mse = min(mse, certify_state(state.seq_in, state.seq_out, best.seed + "+ils"))
-            say(f"iterated local search, kick {kicks}: MSE {mse:.3g} on all rows")
+            incumbent, idle = state, 0
+            mse = certify_state(state.seq_in, state.seq_out, start[2] + "+ils")
+            say(f"iterated local search from {start[2]}, kick {kicks}: MSE {mse:.3g} on all rows")
 
 
 def _spent(log: SearchLog, options: SearchOptions, deadline: float) -> bool:
