@@ -4,7 +4,7 @@
 Each algorithm has three layers: serial ``@njit`` helpers for a few rows (``_block_rows``,
 ``_run_blocks``), a ``nogil`` task kernel (``_*_tasks(..., t0, dt)``) that does tasks t0,
 t0+dt, ... and writes each task's own slice of the output (no atomics, reduced afterwards),
-and the public function, which validates, converts and runs the task kernel on ``threads()``
+and the public function, which validates, converts and runs the task kernel on ``_threads()``
 threads at once. (Numba's ``parallel=True`` did the same job but compiled 3-4x slower: the
 first run with an empty cache took about 50 s instead of about 15 s.) Activations and weights share
 one float dtype (float32 for the search, float64 for certification); sums of squared
@@ -86,7 +86,7 @@ def _load_rows(src, r0, r1, x):
 _POOL: ThreadPoolExecutor | None = None
 
 
-def threads() -> int:
+def _threads() -> int:
     """Worker threads: NUMBA_NUM_THREADS if set, else the CPUs this process may use."""
     env = os.environ.get("NUMBA_NUM_THREADS")
     if env and env.isdigit() and int(env) > 0:
@@ -96,9 +96,9 @@ def threads() -> int:
 
 def _run(kernel, tasks: int, *args) -> None:
     """Run ``kernel(*args, t0, dt)`` (a ``nogil`` kernel doing tasks t0, t0+dt, ...) on
-    ``threads()`` threads; interleaved tasks balance candidates of unequal cost."""
+    ``_threads()`` threads; interleaved tasks balance candidates of unequal cost."""
     global _POOL
-    workers = min(threads(), tasks)
+    workers = min(_threads(), tasks)
     if workers <= 1:
         kernel(*args, 0, 1)
         return
