@@ -154,8 +154,9 @@ def _neighbourhoods(pairing: Pairing, n: int, square: bool) -> list:
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
            timings: dict) -> tuple[_Best, SearchLog, float]:
-    """For each seed, best first: descent on a row subset (grown x4 while the search fits
-    its rows but not all of them), then iterated local search until it stalls; at the end,
+    """For each seed, best first: descent on a row subset (grown x4 once, then x4 more while
+    the search fits its rows but not all of them), then iterated local search until it
+    stalls (on 4x the starting rows); at the end,
     iterated local search from the best answer until certified or the budget is spent."""
     target, tol, log = data.target, certify.tolerance(data.target, stack.blocks), SearchLog()
     weights32 = stack.weights.astype(np.float32)
@@ -184,7 +185,9 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             seq_in, seq_out = state.seq_in, state.seq_out
             mse = certify_state(seq_in, seq_out, name)
             say(f"seed {name}: {log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
-            overfit = state.sse / m <= OVERFIT * tol  # fits the rows it saw, not the others
+            # more rows smooth the landscape: always try 4x; beyond that only when the search
+            # fits the rows it saw but not the others
+            overfit = state.sse / m <= OVERFIT * tol or m < 4 * options.rows
             if mse <= tol or m >= data.rows or not overfit or _spent(log, options, deadline):
                 break
             m = min(4 * m, data.rows)
