@@ -99,48 +99,17 @@ def state_dict_pickle(shapes: dict[str, tuple[int, ...]], location: str = "cpu")
     bytes equal torch's in both cases.
     """
     e = _PickleEmitter()
-    odict = e.glob("collections", "OrderedDict")
+    memo = {"odict": e.glob("collections", "OrderedDict")}
     e.out += b")R"
     e.put()
     e.out += b"("
-    rebuild = storage_tag = float_storage = shared_location = None
     for key, (name, shape) in enumerate(shapes.items()):
         e.text(name)
-        if rebuild is None:
-            rebuild = e.glob("torch._utils", "_rebuild_tensor_v2")
-        else:
-            e.get(rebuild)
-        e.out += b"(("
-        if storage_tag is None:
-            storage_tag, float_storage = e.text("storage"), e.glob("torch", "FloatStorage")
-        else:
-            e.get(storage_tag)
-            e.get(float_storage)
-        e.text(str(key))
-        if shared_location is None:
-            memo = e.text(location)
-            shared_location = memo if location == "cpu" else None
-        else:
-            e.get(shared_location)
-        e.int(int(np.prod(shape, dtype=np.int64)))
-        e.out += b"t"
-        e.put()
-        e.out += b"Q"
-        e.int(0)
-        e.int_tuple(tuple(shape))
-        e.int_tuple(_contiguous_strides(shape))
-        e.out += b"\x89"  # requires_grad=False
-        e.get(odict)
-        e.out += b")R"  # backward_hooks = OrderedDict()
-        e.put()
-        e.out += b"t"
-        e.put()
-        e.out += b"R"
-        e.put()
+        _emit_tensor(e, memo, str(key), tuple(int(s) for s in shape), location)
     e.out += b"u}"
     e.put()
     e.text("_metadata")
-    e.get(odict)
+    e.get(memo["odict"])
     e.out += b")R"
     e.put()
     e.text("")
@@ -150,6 +119,44 @@ def state_dict_pickle(shapes: dict[str, tuple[int, ...]], location: str = "cpu")
     e.int(1)
     e.out += b"sssb."
     return bytes(e.out)
+
+
+def _emit_global_once(e: _PickleEmitter, memo: dict, name: str, emit) -> None:
+    """BINGET ``memo[name]`` if emitted before, else run ``emit()`` and remember its index."""
+    if name in memo:
+        e.get(memo[name])
+    else:
+        memo[name] = emit()
+
+
+def _emit_tensor(e: _PickleEmitter, memo: dict, key: str, shape: tuple[int, ...],
+                 location: str) -> None:
+    """``_rebuild_tensor_v2(('storage', FloatStorage, key, location, numel), 0, shape,
+    strides, False, OrderedDict())`` with torch's memoisation."""
+    _emit_global_once(e, memo, "rebuild", lambda: e.glob("torch._utils", "_rebuild_tensor_v2"))
+    e.out += b"(("
+    _emit_global_once(e, memo, "storage", lambda: e.text("storage"))
+    _emit_global_once(e, memo, "float", lambda: e.glob("torch", "FloatStorage"))
+    e.text(key)
+    if location == "cpu":
+        _emit_global_once(e, memo, "cpu", lambda: e.text(location))
+    else:
+        e.text(location)
+    e.int(int(np.prod(shape, dtype=np.int64)))
+    e.out += b"t"
+    e.put()
+    e.out += b"Q"
+    e.int(0)
+    e.int_tuple(shape)
+    e.int_tuple(_contiguous_strides(shape))
+    e.out += b"\x89"  # requires_grad=False
+    e.get(memo["odict"])
+    e.out += b")R"  # backward_hooks = OrderedDict()
+    e.put()
+    e.out += b"t"
+    e.put()
+    e.out += b"R"
+    e.put()
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
