@@ -21,7 +21,8 @@ from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
 DEFAULT_ROWS = 128
 ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
 STALL_KICKS = 40  # kicks without improvement before trying the next seed
-OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
+OVERFIT = 100.0
+PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor  # search MSE within this factor of the tolerance: grow the rows instead
 Progress = Callable[[str], None]
 
 
@@ -146,10 +147,23 @@ def _neighbourhoods(pairing: Pairing, n: int, square: bool) -> list:
     """Cheapest first: adjacent swaps (and, for h = d, role flips); short insertions, swaps
     and rotations; pairing repair towards each input's next-likeliest outputs; longer
     insertions and swaps."""
-    alternatives = np.argsort(-pairing.evidence, axis=1)[:, : min(4, n)]
+    alternatives = _plausible_alternatives(pairing, n)
     first = [adjacent_swaps, orientation_flips] if square else [adjacent_swaps]
     return first + [local_moves(4), output_exchanges(alternatives, pairing.frozen),
                     local_moves(min(n, 16))]
+
+
+def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndarray:
+    """For each input layer, up to ``width`` other output layers whose evidence is within a
+    factor PLAUSIBLE of the chosen pair's (-1 elsewhere): where the weights separate pairs
+    cleanly the search does not trade them for a lower MSE at a wrong order."""
+    evidence = pairing.evidence
+    blk_in, blk_out = pairing.blocks
+    chosen = np.full(evidence.shape[0], np.inf)
+    chosen[blk_in] = evidence[blk_in, blk_out]
+    ranked = np.argsort(-evidence, axis=1)[:, : min(width, n)]
+    keep = np.take_along_axis(evidence, ranked, axis=1) * PLAUSIBLE >= chosen[:, None]
+    return np.where(keep, ranked, -1)
 
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
