@@ -163,7 +163,20 @@ def test_cli_drop(tmp_path):
     assert CliRunner().invoke(drop_cmd, args + ["--overwrite"]).exit_code == 0
 
 
-@pytest.mark.parametrize("args", [["--width", "4", "--hidden", "4"], ["--format", "onnx"],
+def test_cli_drop_square_pieces(tmp_path):
+    """h = d is allowed: every block layer is d x d and the solver infers the roles."""
+    from dropnet.cli_generate import drop as drop_cmd
+    from dropnet.io import load_pieces
+
+    out = tmp_path / "sq"
+    args = [str(out), "--blocks", "2", "--width", "4", "--hidden", "4", "--rows", "100",
+            "--epochs", "2", "--quiet"]
+    assert CliRunner().invoke(drop_cmd, args).exit_code == 0
+    shapes = sorted(p.weight.shape for p in load_pieces(out / "pieces").items)
+    assert shapes == [(1, 4)] + [(4, 4)] * 4
+
+
+@pytest.mark.parametrize("args", [["--format", "onnx"],
                                   ["--optimizer", "rmsprop"], ["--blocks", "0"]])
 def test_cli_drop_bad_input(tmp_path, args):
     from dropnet.cli_generate import drop as drop_cmd
@@ -190,3 +203,22 @@ def test_cli_demo_matches_truth():
     result = CliRunner().invoke(demo, ["--quiet"])
     assert result.exit_code == 0, result.output
     assert "MATCH" in result.output
+
+
+def test_cli_choices_match_the_generator():
+    """cli_generate spells its choices out (to keep `dropnet solve` start-up light)."""
+    from dropnet import cli_generate, generate, train, writers
+
+    assert set(cli_generate.REGIMES) == set(generate.RECIPES)
+    assert set(cli_generate.OPTIMIZERS) == set(train.OPTIMIZERS)
+    assert set(cli_generate.FORMATS) == set(writers.FORMATS)
+
+
+def test_solve_does_not_import_the_trainer():
+    import subprocess
+    import sys
+
+    code = ("import sys, dropnet.cli; "
+            "print(any(m in sys.modules for m in ('dropnet.train', 'dropnet.generate', 'scipy.stats')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

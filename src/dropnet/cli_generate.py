@@ -15,9 +15,13 @@ from typing import Callable
 import click
 
 from .errors import DropnetError
-from .generate import RECIPES, DropSummary, drop as drop_network, recipe
-from .train import OPTIMIZERS
-from .writers import FORMATS
+
+# Choices spelled out so that `dropnet --help` and `dropnet solve` never import the trainer
+# (scipy.stats and friends cost about a second); tests/test_generate.py checks they match
+# dropnet.generate.RECIPES, dropnet.train.OPTIMIZERS and dropnet.writers.FORMATS.
+REGIMES = ("strong", "puzzle", "weak", "strong_adam")
+OPTIMIZERS = ("adam", "sgd")
+FORMATS = ("pth", "npz", "safetensors")
 
 EXIT_BAD_INPUT = 2
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.03}
@@ -53,8 +57,10 @@ class _EpochBar:
 
 
 def _train_and_drop(out_dir: Path, config, fmt: str, seed: int, quiet: bool,
-                    overwrite: bool) -> DropSummary:
+                    overwrite: bool):
     """Run :func:`dropnet.generate.drop` with a progress bar; one-line errors."""
+    from .generate import drop as drop_network
+
     bar = _EpochBar(config.epochs, quiet)
     try:
         return drop_network(out_dir, config, fmt=fmt, seed=seed, progress=bar.update,
@@ -68,7 +74,7 @@ def _train_and_drop(out_dir: Path, config, fmt: str, seed: int, quiet: bool,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def summary_lines(s: DropSummary) -> list[str]:
+def summary_lines(s) -> list[str]:
     """Human-readable lines describing a dropped network."""
     h = s.history
     n = s.signal.blocks
@@ -88,10 +94,10 @@ def summary_lines(s: DropSummary) -> list[str]:
 @click.option("--width", type=click.IntRange(min=1), default=24, show_default=True,
               help="Input width d.")
 @click.option("--hidden", type=click.IntRange(min=1), default=48, show_default=True,
-              help="Hidden size h (must differ from the width, or pieces cannot be typed).")
+              help="Hidden size h (h = d gives square pieces whose roles the solver must infer).")
 @click.option("--rows", type=click.IntRange(min=1), default=None,
               help="Rows of data [default: 10000 for --regime puzzle, else 2000].")
-@click.option("--regime", type=click.Choice(list(RECIPES)), default="strong",
+@click.option("--regime", type=click.Choice(REGIMES), default="strong",
               show_default=True,
               help="Recipe filling the options not given: strong (SGD on fresh rows, 40 "
                    "epochs: pairs by dominance ratio), strong_adam (Adam, 100 epochs), puzzle (150 epochs of 10k rows: traces "
@@ -114,8 +120,8 @@ def drop(out_dir: Path, blocks: int, width: int, hidden: int, rows: int | None, 
          quiet: bool) -> None:
     """Train a residual MLP and drop it into OUT_DIR: shuffled pieces/, historical_data.csv
     and answer.json (the true permutation, kept outside pieces/)."""
-    if hidden == width:
-        raise click.UsageError("--hidden must differ from --width (pieces are typed by shape)")
+    from .generate import RECIPES, recipe
+
     if optimizer is not None and lr is None and optimizer != RECIPES[regime]["optimizer"]:
         lr = DEFAULT_LR[optimizer]  # the recipe's rate belongs to its own optimizer
     given = {"rows": rows, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
@@ -147,8 +153,8 @@ def _load_solver() -> Callable:
 def demo(blocks: int, width: int, hidden: int, seed: int, keep: Path | None,
          quiet: bool) -> None:
     """Train a small network, drop it, solve it and compare the answer with the truth."""
-    if hidden == width:
-        raise click.UsageError("--hidden must differ from --width")
+    from .generate import recipe
+
     solve = _load_solver()
     config = recipe("strong", blocks=blocks, width=width, hidden=hidden, rows=2000, seed=seed)
     with tempfile.TemporaryDirectory(prefix="dropnet-demo-") as tmp:
