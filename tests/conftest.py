@@ -28,3 +28,14 @@ def small_net(tmp_path):
     from helpers_pieces import write_network
 
     return tmp_path, write_network(tmp_path, seed=3)
+
+
+@pytest.fixture(scope="session")
+def corpus(request, tmp_path_factory):
+    """The generator's default corpus (dropnet.generate.CORPUS), built once and cached on
+    disk in pytest's cache folder (about 25 s the first time), reused by later sessions."""
+    from dropnet.generate import build_corpus
+
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("dropnet-corpus") if cache is not None else tmp_path_factory.mktemp("corpus")
+    return build_corpus(folder)

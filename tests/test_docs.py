@@ -11,4 +11,6 @@ def test_cli_reference_is_current():
     spec = importlib.util.spec_from_file_location("gen_cli", DOCS / "gen_cli.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    assert (DOCS / "cli.md").read_text() == gen.render(), "run: python docs/gen_cli.py"
+    # whitespace-insensitive: click versions differ in how they pad option columns
+    assert (DOCS / "cli.md").read_text().split() == gen.render().split(), \
+        "run: python docs/gen_cli.py"
