@@ -11,6 +11,8 @@ import numpy as np
 from ._kernels import BlockWeights, backend
 
 SEEDS = ("greedy", "delta", "wout")
+# --seed-order auto also tries these: the same evidence read the other way round
+REVERSED_SEEDS = ("greedy-max", "delta-desc", "wout-desc")
 
 
 def seed_by_wout_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray) -> np.ndarray:
@@ -27,16 +29,18 @@ def seed_by_residual_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np
 
 
 def seed_greedy(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
-                kernels: str = "cpu") -> np.ndarray:
+                kernels: str = "cpu", largest: bool = False) -> np.ndarray:
     """Build the order one block at a time: append the unused block whose residual on the
-    current activations is smallest, then advance the activations through it."""
+    current activations is smallest (or ``largest``: trained networks differ in whether
+    residuals grow or shrink with depth), then advance the activations through it."""
     k = backend(kernels)
     remaining = list(range(len(blk_in)))
     order = []
     acts = np.array(x, copy=True)
     while remaining:
         cand = np.array(remaining)
-        best = int(cand[np.argmin(k.residual_norms(acts, weights, blk_in[cand], blk_out[cand]))])
+        norms = k.residual_norms(acts, weights, blk_in[cand], blk_out[cand])
+        best = int(cand[np.argmax(norms) if largest else np.argmin(norms)])
         order.append(best)
         remaining.remove(best)
         acts = k.block_forward(acts, weights, int(blk_in[best]), int(blk_out[best]))
@@ -45,11 +49,15 @@ def seed_greedy(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, 
 
 def seed_order(name: str, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
                x: np.ndarray, kernels: str = "cpu") -> np.ndarray:
-    """The seed called ``name`` (one of SEEDS): an order (n,) of block indices."""
+    """The seed called ``name`` (SEEDS or REVERSED_SEEDS): an order (n,) of block indices."""
     if name == "wout":
         return seed_by_wout_norm(weights, blk_in, blk_out)
     if name == "delta":
         return seed_by_residual_norm(weights, blk_in, blk_out, x, kernels)
     if name == "greedy":
         return seed_greedy(weights, blk_in, blk_out, x, kernels)
+    if name == "greedy-max":
+        return seed_greedy(weights, blk_in, blk_out, x, kernels, largest=True)
+    if name in ("delta-desc", "wout-desc"):
+        return seed_order(name[:-5], weights, blk_in, blk_out, x, kernels)[::-1].copy()
     raise ValueError(f"unknown seed {name!r}; choose one of {SEEDS}")

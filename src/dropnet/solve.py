@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from . import certify
 from ._kernels import backend
 from .errors import InputError
 from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pieces
-from .ordering import SEEDS, seed_order
+from .ordering import REVERSED_SEEDS, SEEDS, seed_order
 from .pairing import Pairing, known_pairs, pair_by_dominance
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
@@ -252,24 +252,34 @@ def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
 
 
 def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
-                  weights32) -> list[tuple[str, np.ndarray]]:
-    """Every requested seed (for auto, also the reverse of the weight-norm seed: the norm
-    profile can run either way), best first by MSE on the search rows."""
+                  weights32) -> Iterator[tuple[str, np.ndarray]]:
+    """Every requested seed (for auto, each also read the other way round: norm and residual
+    profiles run either way with depth), best first by MSE on the search rows. The costly
+    greedy-max seed is built only when the first seed tried did not certify."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
     blk_in, blk_out = pairing.blocks
-    seeds = [(name, seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
-             for name in _seed_names(options.seed)]
-    if options.seed == "auto":
-        seeds.append(("wout-desc", seeds[[s[0] for s in seeds].index("wout")][1][::-1].copy()))
-    if len(seeds) == 1:
-        return seeds
-    seq_in = np.stack([blk_in[o] for _, o in seeds])
-    seq_out = np.stack([blk_out[o] for _, o in seeds])
-    scores = backend(options.kernels).evaluate_candidates(  # all from the inputs: start 0
-        x[None], weights32, np.zeros(len(seeds), np.int64), seq_in, seq_out, data.target[:m])
-    return [seeds[i] for i in np.argsort(scores, kind="stable")]
+
+    def ranked(names):
+        seeds = [(name, seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
+                 for name in names]
+        seq_in = np.stack([blk_in[o] for _, o in seeds])
+        seq_out = np.stack([blk_out[o] for _, o in seeds])
+        scores = backend(options.kernels).evaluate_candidates(  # all from the inputs
+            x[None], weights32, np.zeros(len(seeds), np.int64), seq_in, seq_out, data.target[:m])
+        return [(scores[i], *seeds[i]) for i in np.argsort(scores, kind="stable")]
+
+    names = _seed_names(options.seed)
+    first = [n for n in names if n != "greedy-max"]
+    queue = ranked(first)
+    yield queue[0][1:]
+    if len(first) < len(names):
+        queue = sorted(queue[1:] + ranked(["greedy-max"]), key=lambda item: item[0])
+    else:
+        queue = queue[1:]
+    for _, name, order in queue:
+        yield name, order
 
 
 def _seed_names(seed: str) -> tuple[str, ...]:
-    return SEEDS if seed == "auto" else (seed,)
+    return SEEDS + REVERSED_SEEDS if seed == "auto" else (seed,)
