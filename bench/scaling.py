@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 
-from dropnet._kernels import BlockWeights
 from dropnet.io import Data, Piece, Pieces
 
 

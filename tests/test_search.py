@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from dropnet._kernels import BlockWeights, backend
+from dropnet._kernels import backend
 from dropnet.search import Climber, adjacent_swaps
 
 from test_kernels import random_weights

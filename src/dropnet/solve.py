@@ -96,7 +96,7 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                          f"width {stack.width}")
     if options.seed != "auto" and options.seed not in SEEDS:
         raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
-    pairing = pair_by_dominance(stack, options.kernels, known_pairs(stack, list(options.known_pairs)))
+    pairing = _pair(stack, options)
     timings["pair"] = time.perf_counter() - t
     say(f"paired {stack.blocks} blocks: matched ratio >= {pairing.matched_min:.3g}, "
         f"unmatched <= {pairing.unmatched_max:.3g}")
@@ -105,15 +105,26 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
     timings["order"] = time.perf_counter() - t - timings.get("certify", 0.0)
     order, seq_out, mse = best.seq_in, best.seq_out, best.mse
     mse_true = certify.mse(best.output, data.true) if data.true is not None else None
+    return _result(stack, pairing, order, seq_out, mse=mse, mse_true=mse_true,
+                   certified=bool(data.certifiable and mse <= tol),
+                   certifiable=data.certifiable, tolerance=tol, seed=best.seed,
+                   search={"rounds": log.rounds, "candidates": log.candidates,
+                           "repaired_pairs": _repaired(pairing, order, seq_out),
+                           "block_evals": log.block_evals, "mse_history": log.mse},
+                   timings=timings)
+
+
+def _pair(stack: Stack, options: SearchOptions) -> Pairing:
+    return pair_by_dominance(stack, options.kernels, known_pairs(stack, list(options.known_pairs)))
+
+
+def _result(stack: Stack, pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray,
+            **fields) -> Result:
+    """A Result for blocks (seq_in[p], seq_out[p]) in execution order."""
     return Result(
-        permutation=stack.permutation(order, seq_out),
-        pairs=[[int(stack.in_ids[i]), int(stack.out_ids[j])] for i, j in zip(order, seq_out)],
-        order=[int(stack.in_ids[i]) for i in order], mse=mse, mse_true=mse_true,
-        certified=bool(data.certifiable and mse <= tol), certifiable=data.certifiable,
-        tolerance=tol, seed=best.seed, pairing=pairing.summary(),
-        search={"rounds": log.rounds, "candidates": log.candidates,
-                "repaired_pairs": _repaired(pairing, order, seq_out),
-                "block_evals": log.block_evals, "mse_history": log.mse}, timings=timings)
+        permutation=stack.permutation(seq_in, seq_out),
+        pairs=[[int(stack.in_ids[i]), int(stack.out_ids[j])] for i, j in zip(seq_in, seq_out)],
+        order=[int(stack.in_ids[i]) for i in seq_in], pairing=pairing.summary(), **fields)
 
 
 def guess_without_data(pieces: Pieces, options: SearchOptions = SearchOptions()) -> Result:
@@ -121,17 +132,13 @@ def guess_without_data(pieces: Pieces, options: SearchOptions = SearchOptions())
     ascending ||W_out||_F. Without data nothing can be checked: mse is None."""
     t = time.perf_counter()
     stack = assign_roles(pieces)
-    pairing = pair_by_dominance(stack, options.kernels, known_pairs(stack, list(options.known_pairs)))
+    pairing = _pair(stack, options)
     blk_in, blk_out = pairing.blocks
     chosen = seed_order("wout", stack.weights, blk_in, blk_out, np.empty((0, stack.width)))
-    order, seq_out = blk_in[chosen], blk_out[chosen]
-    return Result(
-        permutation=stack.permutation(order, seq_out),
-        pairs=[[int(stack.in_ids[i]), int(stack.out_ids[j])] for i, j in zip(order, seq_out)],
-        order=[int(stack.in_ids[i]) for i in order], mse=None, mse_true=None, certified=False,
-        certifiable=False, tolerance=None, seed="wout (no data)", pairing=pairing.summary(),
-        search={"rounds": 0, "candidates": 0, "block_evals": 0, "mse_history": []},
-        timings={"pair+order": time.perf_counter() - t})
+    return _result(stack, pairing, blk_in[chosen], blk_out[chosen], mse=None, mse_true=None,
+                   certified=False, certifiable=False, tolerance=None, seed="wout (no data)",
+                   search={"rounds": 0, "candidates": 0, "block_evals": 0, "mse_history": []},
+                   timings={"pair+order": time.perf_counter() - t})
 
 
 @dataclass
