@@ -139,6 +139,7 @@ class SearchState:
     seq_out: np.ndarray
     acts: np.ndarray
     sse: float
+    grads: np.ndarray | None = None  # adjoint of acts, computed when first needed
 
 
 class Climber:
@@ -173,6 +174,7 @@ class Climber:
 
     def _accept(self, state: SearchState, seq_in, seq_out, lo: int, sse: float) -> None:
         state.seq_in, state.seq_out, state.sse = seq_in.copy(), seq_out.copy(), float(sse)
+        state.grads = None
         self._refresh(state, lo)
 
     def _refresh(self, state: SearchState, lo: int) -> None:
@@ -205,12 +207,13 @@ class Climber:
         return False
 
     def _first_order(self, state: SearchState, moves: Moves) -> np.ndarray:
-        grads = self.k.adjoint_gradients(state.acts, self.weights, state.seq_in, state.seq_out,
-                                         self.target)
-        self.log.block_evals += 2 * len(state.seq_in)  # about 1.5 forward passes
+        if state.grads is None:  # one backward pass per state, shared by every neighbourhood
+            state.grads = self.k.adjoint_gradients(state.acts, self.weights, state.seq_in,
+                                                   state.seq_out, self.target)
+            self.log.block_evals += 2 * len(state.seq_in)  # about 1.5 forward passes
         self.log.block_evals += int(np.sum(moves.hi - moves.lo + 1))
-        return self.k.first_order_deltas(state.acts, grads, self.weights, moves.lo, moves.hi,
-                                         moves.seq_in, moves.seq_out)
+        return self.k.first_order_deltas(state.acts, state.grads, self.weights, moves.lo,
+                                         moves.hi, moves.seq_in, moves.seq_out)
 
     def _try(self, state: SearchState, moves: Moves, subset: np.ndarray) -> bool:
         """Evaluate moves[subset] exactly; accept the best, or the best disjoint combination
