@@ -22,6 +22,9 @@ from .errors import DropnetError
 REGIMES = ("strong", "puzzle", "weak", "strong_adam")
 OPTIMIZERS = ("adam", "sgd")
 FORMATS = ("pth", "npz", "safetensors")
+# as on the main group, so that the commands show the same help when invoked on their own
+# (click caches a command's help option the first time it is built)
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 EXIT_BAD_INPUT = 2
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.03}
@@ -88,7 +91,7 @@ def summary_lines(s) -> list[str]:
     ]
 
 
-@click.command("drop")
+@click.command("drop", context_settings=CONTEXT_SETTINGS)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--blocks", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--width", type=click.IntRange(min=1), default=24, show_default=True,
@@ -142,7 +145,7 @@ def _load_solver() -> Callable:
     return solve
 
 
-@click.command("demo")
+@click.command("demo", context_settings=CONTEXT_SETTINGS)
 @click.option("--blocks", type=click.IntRange(min=2), default=16, show_default=True)
 @click.option("--width", type=click.IntRange(min=1), default=24, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=48, show_default=True)

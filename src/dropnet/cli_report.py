@@ -56,7 +56,7 @@ def _write(path: Path, payload: str | bytes) -> None:
         _fail(f"{path}: cannot write ({exc.strerror})")
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("pieces_dir", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="CSV with input columns, pred and true [default: historical_data.csv beside "
