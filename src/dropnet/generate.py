@@ -37,18 +37,16 @@ RatioFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def _trace_and_ratio(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """tr(W_out[j] W_in[i]) and |tr| / ||W_out[j] W_in[i]||_F for w_in (n, h, d),
-    w_out (n, d, h); both (n, n) indexed [input i, output j]."""
-    n = w_in.shape[0]
-    trace = np.einsum("ihd,jdh->ij", w_in, w_out)
-    gram_in = np.einsum("ihd,ikd->ihk", w_in, w_in).reshape(n, -1)
-    gram_out = np.einsum("jdh,jdk->jhk", w_out, w_out).reshape(n, -1)
-    fro = np.sqrt(np.maximum(gram_in @ gram_out.T, 0.0))
+    w_out (n, d, h); both (n, n) indexed [input i, output j] (the solver's pairing kernel)."""
+    from ._kernels import backend
+
+    trace, fro = backend("cpu").pair_trace_and_frobenius(w_in, w_out)
     return trace, np.abs(trace) / np.maximum(fro, np.finfo(float).tiny)
 
 
 def dominance_ratio(w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
     """The diagonal dominance ratio |tr(W_out W_in)| / ||W_out W_in||_F, (n, n) [in, out],
-    for w_in (n, h, d) and w_out (n, d, h) (plain numpy; ||AB||_F^2 = <A^T A, B B^T>)."""
+    for w_in (n, h, d) and w_out (n, d, h)."""
     return _trace_and_ratio(w_in, w_out)[1]
 
 

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import certify
-from .errors import InputError
 from .io import Data, Pieces
 from .pairing import pair_by_dominance
 from .roles import assign_roles
-from .verify import answer_sha256, sequences
+from .verify import answer_sha256, sequences, verify
 
 # name -> (drawing function name, caption); the order of the figures in the report
 FIGURES = {
@@ -100,16 +98,10 @@ def collect(pieces: Pieces, data: Data, permutation: list[int], *,
     """The report's numbers for the answer ``permutation`` (checked like ``verify``: MSE vs
     pred and true on all rows in float64); ``mse_history`` from the search if there was one,
     ``timings`` (stage -> seconds) for the summary, ``source`` says where the answer came from."""
+    check = verify(pieces, data, permutation)  # validates; MSE and certificate as verify
     stack = assign_roles(pieces)
-    if data.x.shape[1] != stack.width:
-        raise InputError(f"the data has {data.x.shape[1]} input columns but the pieces have "
-                         f"width {stack.width}")
     seq_in, seq_out = sequences(stack, permutation)
     pairing = pair_by_dominance(stack)
-    output = certify.model_output(stack.weights, data.x, seq_in, seq_out)
-    tol = certify.tolerance(data.target, stack.blocks)
-    mse = certify.mse(output, data.target)
-    mse_true = certify.mse(output, data.true) if data.true is not None else None
     column_of_out = np.empty(stack.blocks, dtype=np.int64)
     column_of_out[seq_out] = np.arange(stack.blocks)
     wout, residual = residual_profile(stack.weights, data.x, seq_in, seq_out)
@@ -117,9 +109,9 @@ def collect(pieces: Pieces, data: Data, permutation: list[int], *,
         in_ids=stack.in_ids[seq_in], out_ids=stack.out_ids[seq_out],
         ratio=pairing.ratio[np.ix_(seq_in, seq_out)],
         dominance_col=column_of_out[pairing.out_for_in[seq_in]], wout_norm=wout,
-        residual=residual, mse=mse, mse_true=mse_true,
-        certified=bool(data.certifiable and mse <= tol), certifiable=data.certifiable,
-        tolerance=tol, mse_history=list(mse_history or []))
+        residual=residual, mse=check.mse, mse_true=check.mse_true, certified=check.certified,
+        certifiable=check.certifiable, tolerance=check.tolerance,
+        mse_history=list(mse_history or []))
     report.summary = summary(report, pieces, data, permutation, source, timings or {})
     return report
 
