@@ -12,7 +12,7 @@ from ._kernels import BlockWeights, backend
 
 SEEDS = ("greedy", "delta", "wout")
 # --seed-order auto also tries these: the same evidence read the other way round
-REVERSED_SEEDS = ("greedy-max", "delta-desc", "wout-desc")
+REVERSED_SEEDS = ("greedy-rev", "greedy-max", "delta-desc", "wout-desc")
 
 
 def seed_by_wout_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray) -> np.ndarray:
@@ -47,6 +47,12 @@ def seed_greedy(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, 
     return np.array(order, dtype=np.int64)
 
 
+def reverse(order: np.ndarray) -> np.ndarray:
+    """The order read backwards: where residuals shrink with depth, the greedy seed picks
+    the last blocks first, and its reversal is the better guess."""
+    return np.ascontiguousarray(order[::-1])
+
+
 def seed_order(name: str, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
                x: np.ndarray, kernels: str = "cpu") -> np.ndarray:
     """The seed called ``name`` (SEEDS or REVERSED_SEEDS): an order (n,) of block indices."""
@@ -58,6 +64,7 @@ def seed_order(name: str, weights: BlockWeights, blk_in: np.ndarray, blk_out: np
         return seed_greedy(weights, blk_in, blk_out, x, kernels)
     if name == "greedy-max":
         return seed_greedy(weights, blk_in, blk_out, x, kernels, largest=True)
-    if name in ("delta-desc", "wout-desc"):
-        return seed_order(name[:-5], weights, blk_in, blk_out, x, kernels)[::-1].copy()
+    if name in ("delta-desc", "wout-desc", "greedy-rev"):
+        base = name.rsplit("-", 1)[0]
+        return reverse(seed_order(base, weights, blk_in, blk_out, x, kernels))
     raise ValueError(f"unknown seed {name!r}; choose one of {SEEDS}")

@@ -12,7 +12,7 @@ from . import certify
 from ._kernels import backend
 from .errors import InputError
 from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pieces
-from .ordering import REVERSED_SEEDS, SEEDS, seed_order
+from .ordering import REVERSED_SEEDS, SEEDS, reverse, seed_order
 from .pairing import Pairing, known_pairs, pair_by_dominance
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
@@ -176,76 +176,122 @@ def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndar
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
            timings: dict) -> tuple[_Best, SearchLog, float]:
-    """For each seed, best first: descent on a row subset (grown x4 once, then x4 more while
-    the search fits its rows but not all of them), then iterated local search until it
-    stalls (on 4x the starting rows); at the end,
-    iterated local search from the best answer until certified or the budget is spent."""
-    target, tol, log = data.target, certify.tolerance(data.target, stack.blocks), SearchLog()
-    weights32 = stack.weights.astype(np.float32)
-    deadline = time.perf_counter() + options.time_limit
-    hoods = _neighbourhoods(pairing, stack.blocks, stack.square)
-    best: _Best | None = None
+    """The best seed (by MSE on the search rows) gets a descent; if that does not certify,
+    the other seeds get a quick trial descent, then full descents in the order the trials
+    rank them (until half the time is gone); iterated local search then starts from the
+    descended seeds, best on all rows first, each until it stalls or uses half the time
+    left, and at the end from the best answer until certified or out of budget."""
+    run = _Run(stack, pairing, data, options, say, timings)
+    seeds = _ranked_seeds(stack, pairing, data, options, stack.weights.astype(np.float32))
+    name, seq_in, seq_out = seeds[0]
+    descended = [(name, *run.descend_growing(name, seq_in, seq_out))]
+    if run.done():
+        return run.best, run.log, run.tol
+    halfway = time.perf_counter() + (run.deadline - time.perf_counter()) / 2
+    trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds[1:]),
+                    key=lambda item: item[2])
+    say("seeds after a quick descent: " + ", ".join(
+        f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
+    for seq_in, seq_out, _, name in trials:
+        if run.done() or time.perf_counter() > halfway:
+            break
+        descended.append((name, *run.descend_growing(name, seq_in, seq_out)))
+    for name, seq_in, seq_out, _ in sorted(descended, key=lambda item: item[3]):
+        if run.done():
+            break
+        share = (run.deadline - time.perf_counter()) / 2  # the best-ranked seeds get the most
+        run.iterated_local_search(seq_in, seq_out, name, stall=STALL_KICKS,
+                                  until=time.perf_counter() + share)
+    if not run.done():
+        run.iterated_local_search(run.best.seq_in, run.best.seq_out, run.best.seed)
+    return run.best, run.log, run.tol
 
-    def certify_state(seq_in, seq_out, name):
-        nonlocal best
+
+class _Run:
+    """One ordering search: its budget, its log, and the best answer certified so far."""
+
+    def __init__(self, stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
+                 say: Progress, timings: dict):
+        self.stack, self.data, self.options, self.say, self.timings = (
+            stack, data, options, say, timings)
+        self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
+        self.deadline = time.perf_counter() + options.time_limit
+        self.hoods = _neighbourhoods(pairing, stack.blocks, stack.square)
+        self.best: _Best | None = None
+
+    def climber(self, rows: int) -> Climber:
+        m = min(rows, self.data.rows)
+        climber = Climber(self.stack.weights, self.data.x[:m], self.data.target[:m],
+                          self.options.kernels)
+        climber.log = self.log
+        return climber
+
+    def spent(self) -> bool:
+        return _spent(self.log, self.options, self.deadline)
+
+    def done(self) -> bool:
+        return self.best.mse <= self.tol or self.spent()
+
+    def certify(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str) -> float:
+        """MSE of a sequence on all rows in float64; the best so far is kept."""
         t = time.perf_counter()
-        out = certify.model_output(stack.weights, data.x, seq_in, seq_out, options.kernels)
-        mse = certify.mse(out, target)
-        timings["certify"] = timings.get("certify", 0.0) + time.perf_counter() - t
-        if best is None or mse < best.mse:
-            best = _Best(seq_in.copy(), seq_out.copy(), name, mse, out)
+        out = certify.model_output(self.stack.weights, self.data.x, seq_in, seq_out,
+                                   self.options.kernels)
+        mse = certify.mse(out, self.data.target)
+        self.timings["certify"] = self.timings.get("certify", 0.0) + time.perf_counter() - t
+        if self.best is None or mse < self.best.mse:
+            self.best = _Best(seq_in.copy(), seq_out.copy(), name, mse, out)
         return mse
 
-    for name, chosen in _ranked_seeds(stack, pairing, data, options, weights32):
-        blk_in, blk_out = pairing.blocks
-        seq_in, seq_out, m = blk_in[chosen], blk_out[chosen], min(options.rows, data.rows)
+    def trial(self, seq_in: np.ndarray, seq_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """A quick descent (adjacent swaps, and role flips for h = d) on the search rows:
+        (seq_in, seq_out, squared error), which ranks the seeds."""
+        climber = self.climber(self.options.rows)
+        cheap = self.hoods[: 2 if self.stack.square else 1]
+        state = descend(climber, climber.start(seq_in, seq_out), cheap,
+                        self.options.max_rounds, self.deadline, self.tol)
+        return state.seq_in, state.seq_out, state.sse
+
+    def descend_growing(self, name: str, seq_in: np.ndarray, seq_out: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Descent on the search rows, grown x4 once, then x4 more while the search fits
+        the rows it sees but not all of them (more rows smooth the landscape); returns
+        seq_in, seq_out and their MSE on all rows."""
+        m = min(self.options.rows, self.data.rows)
         while True:
-            climber = Climber(stack.weights, data.x[:m], target[:m], options.kernels)
-            climber.log = log
-            state = descend(climber, climber.start(seq_in, seq_out), hoods, options.max_rounds,
-                            deadline, tol, limit=[None] * (len(hoods) - 1) + [WIDE_LIMIT])
+            climber = self.climber(m)
+            state = descend(climber, climber.start(seq_in, seq_out), self.hoods,
+                            self.options.max_rounds, self.deadline, self.tol,
+                            limit=[None] * (len(self.hoods) - 1) + [WIDE_LIMIT])
             seq_in, seq_out = state.seq_in, state.seq_out
-            mse = certify_state(seq_in, seq_out, name)
-            say(f"seed {name}: {log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
-            # more rows smooth the landscape: always try 4x; beyond that only when the search
-            # fits the rows it saw but not the others
-            overfit = state.sse / m <= OVERFIT * tol or m < 4 * options.rows
-            if mse <= tol or m >= data.rows or not overfit or _spent(log, options, deadline):
-                break
-            m = min(4 * m, data.rows)
-        if best.mse <= tol or _spent(log, options, deadline):
-            break
-        _iterated_local_search(stack, data, options, hoods, (seq_in, seq_out, name), log,
-                               deadline, tol, certify_state, say, stall=STALL_KICKS)
-        if best.mse <= tol or _spent(log, options, deadline):
-            break
-    if best.mse > tol and not _spent(log, options, deadline):
-        _iterated_local_search(stack, data, options, hoods, (best.seq_in, best.seq_out, best.seed),
-                               log, deadline, tol, certify_state, say, stall=None)
-    return best, log, tol
+            mse = self.certify(seq_in, seq_out, name)
+            self.say(f"seed {name}: {self.log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
+            overfit = state.sse / m <= OVERFIT * self.tol or m < 4 * self.options.rows
+            if mse <= self.tol or m >= self.data.rows or not overfit or self.spent():
+                return seq_in, seq_out, mse
+            m = min(4 * m, self.data.rows)
 
-
-def _iterated_local_search(stack, data, options, hoods, start, log, deadline, tol,
-                           certify_state, say, stall: int | None) -> None:
-    """Kick the incumbent with a few random block moves, descend (capped steps), keep the
-    result if better; until certified, the budget is spent, or ``stall`` kicks in a row
-    bring nothing (then the caller moves on to the next seed)."""
-    rng = np.random.default_rng(options.random_seed)
-    m = min(4 * options.rows, data.rows)
-    climber = Climber(stack.weights, data.x[:m], data.target[:m], options.kernels)
-    climber.log = log
-    incumbent = climber.start(start[0], start[1])
-    kicks = idle = 0
-    mse = np.inf
-    while not _spent(log, options, deadline) and mse > tol and (stall is None or idle < stall):
-        kicks, idle = kicks + 1, idle + 1
-        seq_in, seq_out = perturb(incumbent.seq_in, incumbent.seq_out, rng, int(rng.integers(1, 5)))
-        state = descend(climber, climber.start(seq_in, seq_out), hoods, options.max_rounds,
-                        deadline, tol, limit=ILS_LIMIT)
-        if state.sse < incumbent.sse:
-            incumbent, idle = state, 0
-            mse = certify_state(state.seq_in, state.seq_out, start[2] + "+ils")
-            say(f"iterated local search from {start[2]}, kick {kicks}: MSE {mse:.3g} on all rows")
+    def iterated_local_search(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str,
+                              stall: int | None = None, until: float = np.inf) -> None:
+        """Kick the incumbent with a few random block moves, descend (capped steps), keep the
+        result if better; until certified, the budget or ``until`` is spent, or ``stall``
+        kicks in a row bring nothing."""
+        rng = np.random.default_rng(self.options.random_seed)
+        climber = self.climber(4 * self.options.rows)
+        incumbent = climber.start(seq_in, seq_out)
+        kicks = idle = 0
+        mse = np.inf
+        while (not self.spent() and mse > self.tol and time.perf_counter() < until
+               and (stall is None or idle < stall)):
+            kicks, idle = kicks + 1, idle + 1
+            kicked = perturb(incumbent.seq_in, incumbent.seq_out, rng, int(rng.integers(1, 5)))
+            state = descend(climber, climber.start(*kicked), self.hoods, self.options.max_rounds,
+                            self.deadline, self.tol, limit=ILS_LIMIT)
+            if state.sse < incumbent.sse:
+                incumbent, idle = state, 0
+                mse = self.certify(state.seq_in, state.seq_out, name + "+ils")
+                self.say(f"iterated local search from {name}, kick {kicks}: MSE {mse:.3g} "
+                         "on all rows")
 
 
 def _spent(log: SearchLog, options: SearchOptions, deadline: float) -> bool:
@@ -260,33 +306,23 @@ def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
 
 
 def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
-                  weights32) -> Iterator[tuple[str, np.ndarray]]:
-    """Every requested seed (for auto, each also read the other way round: norm and residual
-    profiles run either way with depth), best first by MSE on the search rows. The costly
-    greedy-max seed is built only when the first seed tried did not certify."""
+                  weights32) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every requested seed as (name, seq_in, seq_out), the lowest MSE on the search rows
+    first. For auto, each seed is also read the other way round: norm and residual profiles
+    run either way with depth."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
     blk_in, blk_out = pairing.blocks
-
-    def ranked(names):
-        seeds = [(name, seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
-                 for name in names]
-        seq_in = np.stack([blk_in[o] for _, o in seeds])
-        seq_out = np.stack([blk_out[o] for _, o in seeds])
-        scores = backend(options.kernels).evaluate_candidates(  # all from the inputs
-            x[None], weights32, np.zeros(len(seeds), np.int64), seq_in, seq_out, data.target[:m])
-        return [(scores[i], *seeds[i]) for i in np.argsort(scores, kind="stable")]
-
-    names = _seed_names(options.seed)
-    first = [n for n in names if n != "greedy-max"]
-    queue = ranked(first)
-    yield queue[0][1:]
-    if len(first) < len(names):
-        queue = sorted(queue[1:] + ranked(["greedy-max"]), key=lambda item: item[0])
-    else:
-        queue = queue[1:]
-    for _, name, order in queue:
-        yield name, order
+    built: dict[str, np.ndarray] = {}
+    for name in _seed_names(options.seed):
+        base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when that was built
+        built[name] = (reverse(built[base]) if name.endswith("-rev") and base in built
+                       else seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
+    seeds = [(name, blk_in[order], blk_out[order]) for name, order in built.items()]
+    scores = backend(options.kernels).evaluate_candidates(  # every seed from the inputs
+        x[None], weights32, np.zeros(len(seeds), np.int64), np.stack([s[1] for s in seeds]),
+        np.stack([s[2] for s in seeds]), data.target[:m])
+    return [seeds[i] for i in np.argsort(scores, kind="stable")]
 
 
 def _seed_names(seed: str) -> tuple[str, ...]:
