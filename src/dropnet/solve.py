@@ -182,12 +182,16 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     descended seeds, best on all rows first, each until it stalls or uses half the time
     left, and at the end from the best answer until certified or out of budget."""
     run = _Run(stack, pairing, data, options, say, timings)
-    seeds = _ranked_seeds(stack, pairing, data, options, stack.weights.astype(np.float32))
+    names = _seed_names(options.seed)
+    lazy = [n for n in names if n == "greedy-max" and len(names) > 1]  # costly: only if needed
+    seeds = _ranked_seeds(stack, pairing, data, options, [n for n in names if n not in lazy])
     name, seq_in, seq_out = seeds[0]
     descended = [(name, *run.descend_growing(name, seq_in, seq_out))]
     if run.done():
         return run.best, run.log, run.tol
     halfway = time.perf_counter() + (run.deadline - time.perf_counter()) / 2
+    if lazy:
+        seeds += _ranked_seeds(stack, pairing, data, options, lazy)
     trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds[1:]),
                     key=lambda item: item[2])
     say("seeds after a quick descent: " + ", ".join(
@@ -306,15 +310,16 @@ def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
 
 
 def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
-                  weights32) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Every requested seed as (name, seq_in, seq_out), the lowest MSE on the search rows
-    first. For auto, each seed is also read the other way round: norm and residual profiles
-    run either way with depth."""
+                  names: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The seeds called ``names`` as (name, seq_in, seq_out), the lowest MSE on the search
+    rows first. For auto, each seed is also read the other way round: norm and residual
+    profiles run either way with depth."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
+    weights32 = stack.weights.astype(np.float32)
     blk_in, blk_out = pairing.blocks
     built: dict[str, np.ndarray] = {}
-    for name in _seed_names(options.seed):
+    for name in names:
         base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when that was built
         built[name] = (reverse(built[base]) if name.endswith("-rev") and base in built
                        else seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
