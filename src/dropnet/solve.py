@@ -16,12 +16,14 @@ from .ordering import REVERSED_SEEDS, SEEDS, reverse, seed_order
 from .pairing import Pairing, known_pairs, pair_by_dominance
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
-                     orientation_flips, output_exchanges, perturb)
+                     kick, orientation_flips, output_exchanges)
 
 DEFAULT_ROWS = 128
 ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
+ILS_ROWS_FACTOR = 2  # iterated local search runs on this many times the search rows
+WALKERS = 4  # starts of iterated local search run side by side (the worst dropped each round)
+ROUND_KICKS = 6  # kicks each walker gets per round
 WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too costly to prove)
-STALL_KICKS = 40  # kicks without improvement before trying the next seed
 OVERFIT = 100.0
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor  # search MSE within this factor of the tolerance: grow the rows instead
 Progress = Callable[[str], None]
@@ -177,37 +179,31 @@ def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndar
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
            timings: dict) -> tuple[_Best, SearchLog, float]:
     """The best seed (by MSE on the search rows) gets a descent; if that does not certify,
-    the other seeds get a quick trial descent, then full descents in the order the trials
-    rank them (until half the time is gone); iterated local search then starts from the
-    descended seeds, best on all rows first, each until it stalls or uses half the time
-    left, and at the end from the best answer until certified or out of budget."""
+    every seed gets a quick trial descent (adjacent swaps), and iterated local search runs
+    side by side from the WALKERS best trials (equal footing): a round of kicks each, then
+    the walker with the highest MSE on the search rows is dropped; the last one walks on
+    until certified or out of budget."""
     run = _Run(stack, pairing, data, options, say, timings)
     names = _seed_names(options.seed)
     lazy = [n for n in names if n == "greedy-max" and len(names) > 1]  # costly: only if needed
     seeds = _ranked_seeds(stack, pairing, data, options, [n for n in names if n not in lazy])
     name, seq_in, seq_out = seeds[0]
-    descended = [(name, *run.descend_growing(name, seq_in, seq_out))]
+    run.descend_growing(name, seq_in, seq_out)
     if run.done():
         return run.best, run.log, run.tol
-    halfway = time.perf_counter() + (run.deadline - time.perf_counter()) / 2
     if lazy:
         seeds += _ranked_seeds(stack, pairing, data, options, lazy)
-    trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds[1:]),
+    trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
                     key=lambda item: item[2])
     say("seeds after a quick descent: " + ", ".join(
         f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
-    for seq_in, seq_out, _, name in trials:
-        if run.done() or time.perf_counter() > halfway:
-            break
-        descended.append((name, *run.descend_growing(name, seq_in, seq_out)))
-    for name, seq_in, seq_out, _ in sorted(descended, key=lambda item: item[3]):
-        if run.done():
-            break
-        share = (run.deadline - time.perf_counter()) / 2  # the best-ranked seeds get the most
-        run.iterated_local_search(seq_in, seq_out, name, stall=STALL_KICKS,
-                                  until=time.perf_counter() + share)
-    if not run.done():
-        run.iterated_local_search(run.best.seq_in, run.best.seq_out, run.best.seed)
+    walkers = [run.walker(seq_in, seq_out, name, i)
+               for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS])]
+    while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
+        for walker in walkers:
+            walker.walk(ROUND_KICKS)
+        walkers.remove(max(walkers, key=lambda w: w.mse))
+    walkers[0].walk()
     return run.best, run.log, run.tol
 
 
@@ -258,9 +254,9 @@ class _Run:
 
     def descend_growing(self, name: str, seq_in: np.ndarray, seq_out: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Descent on the search rows, grown x4 once, then x4 more while the search fits
-        the rows it sees but not all of them (more rows smooth the landscape); returns
-        seq_in, seq_out and their MSE on all rows."""
+        """Descent on the search rows, grown x4 while the search fits the rows it sees to
+        rounding level but not all of them; returns seq_in, seq_out and their MSE on all
+        rows."""
         m = min(self.options.rows, self.data.rows)
         while True:
             climber = self.climber(m)
@@ -270,32 +266,51 @@ class _Run:
             seq_in, seq_out = state.seq_in, state.seq_out
             mse = self.certify(seq_in, seq_out, name)
             self.say(f"seed {name}: {self.log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
-            overfit = state.sse / m <= OVERFIT * self.tol or m < 4 * self.options.rows
+            overfit = state.sse / m <= OVERFIT * self.tol
             if mse <= self.tol or m >= self.data.rows or not overfit or self.spent():
                 return seq_in, seq_out, mse
             m = min(4 * m, self.data.rows)
 
-    def iterated_local_search(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str,
-                              stall: int | None = None, until: float = np.inf) -> None:
-        """Kick the incumbent with a few random block moves, descend (capped steps), keep the
-        result if better; until certified, the budget or ``until`` is spent, or ``stall``
-        kicks in a row bring nothing."""
-        rng = np.random.default_rng(self.options.random_seed)
-        climber = self.climber(4 * self.options.rows)
-        incumbent = climber.start(seq_in, seq_out)
-        kicks = idle = 0
-        mse = np.inf
-        while (not self.spent() and mse > self.tol and time.perf_counter() < until
-               and (stall is None or idle < stall)):
-            kicks, idle = kicks + 1, idle + 1
-            kicked = perturb(incumbent.seq_in, incumbent.seq_out, rng, int(rng.integers(1, 5)))
-            state = descend(climber, climber.start(*kicked), self.hoods, self.options.max_rounds,
-                            self.deadline, self.tol, limit=ILS_LIMIT)
-            if state.sse < incumbent.sse:
-                incumbent, idle = state, 0
-                mse = self.certify(state.seq_in, state.seq_out, name + "+ils")
-                self.say(f"iterated local search from {name}, kick {kicks}: MSE {mse:.3g} "
-                         "on all rows")
+    def walker(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str, index: int) -> "_Walker":
+        return _Walker(self, seq_in, seq_out, name, index)
+
+
+class _Walker:
+    """Iterated local search from one start: kick the incumbent (take 2-4 blocks out, put
+    each back where it fits best), descend without the widest neighbourhood (capped steps),
+    keep the result if it is better on the search rows (certified on all rows when it is).
+    Rows grow x4 when the search rows are fitted to rounding level but all rows are not."""
+
+    def __init__(self, run: _Run, seq_in: np.ndarray, seq_out: np.ndarray, name: str, index: int):
+        self.run, self.name, self.kicks = run, name, 0
+        self.rng = np.random.default_rng([run.options.random_seed, index])
+        self.rows = ILS_ROWS_FACTOR * run.options.rows
+        self.climber = run.climber(self.rows)
+        self.incumbent = self.climber.start(seq_in, seq_out)
+
+    @property
+    def mse(self) -> float:
+        """Of the incumbent, on the search rows."""
+        return self.incumbent.sse / self.climber.rows
+
+    def walk(self, kicks: int | None = None) -> None:
+        """``kicks`` kicks (None: until certified or the budget is spent)."""
+        run, done = self.run, 0
+        while not run.done() and (kicks is None or done < kicks):
+            self.kicks, done = self.kicks + 1, done + 1
+            kicked = kick(self.climber, self.incumbent.seq_in, self.incumbent.seq_out, self.rng)
+            state = descend(self.climber, self.climber.start(*kicked), run.hoods[:-1],
+                            run.options.max_rounds, run.deadline, run.tol, limit=ILS_LIMIT)
+            if state.sse >= self.incumbent.sse:
+                continue
+            self.incumbent = state
+            mse = run.certify(state.seq_in, state.seq_out, self.name + "+ils")
+            run.say(f"iterated local search from {self.name}, kick {self.kicks}: MSE {mse:.3g} "
+                    "on all rows")
+            if self.mse <= OVERFIT * run.tol < mse and self.climber.rows < run.data.rows:
+                self.rows *= 4
+                self.climber = run.climber(self.rows)
+                self.incumbent = self.climber.start(state.seq_in, state.seq_out)
 
 
 def _spent(log: SearchLog, options: SearchOptions, deadline: float) -> bool:
