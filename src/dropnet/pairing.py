@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-
 from ._kernels import backend
+from .assignment import linear_assignment
 from .errors import InputError
 from .roles import Stack
 
@@ -86,9 +85,7 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
     for i, j in (fixed or {}).items():
         cost[i, :], cost[:, j] = big, big
         cost[i, j] = -big
-    rows, cols = linear_sum_assignment(cost)
-    out_for_in = np.empty(stack.blocks, dtype=np.int64)
-    out_for_in[rows] = cols
+    out_for_in = linear_assignment(cost)
     frozen = np.zeros(stack.blocks, dtype=bool)
     frozen[list((fixed or {}).keys())] = True
     return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen)
@@ -112,8 +109,8 @@ def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None
         blocks[i] = j
         taken.update((a, b))
 
-    rows, cols = linear_sum_assignment(-sym)
-    for a, b in zip(rows, cols):  # mutual choices of the assignment are pairs
+    cols = linear_assignment(-sym)
+    for a, b in enumerate(cols):  # mutual choices of the assignment are pairs
         if a < b and cols[b] == a and a not in taken and b not in taken:
             add(int(a), int(b))
     free = [a for a in range(len(sym)) if a not in taken]

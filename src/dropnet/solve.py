@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -21,11 +21,11 @@ from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
 DEFAULT_ROWS = 128
 ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
 ILS_ROWS_FACTOR = 2  # iterated local search runs on this many times the search rows
-WALKERS = 4  # starts of iterated local search run side by side (the worst dropped each round)
+WALKERS = 3  # starts of iterated local search run side by side (the worst dropped each round)
 ROUND_KICKS = 6  # kicks each walker gets per round
 WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too costly to prove)
-OVERFIT = 100.0
-PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor  # search MSE within this factor of the tolerance: grow the rows instead
+OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
+PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
 Progress = Callable[[str], None]
 
 
@@ -179,16 +179,16 @@ def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndar
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
            timings: dict) -> tuple[_Best, SearchLog, float]:
     """The best seed (by MSE on the search rows) gets a descent; if that does not certify,
-    every seed gets a quick trial descent (adjacent swaps), and iterated local search runs
-    side by side from the WALKERS best trials (equal footing): a round of kicks each, then
-    the walker with the highest MSE on the search rows is dropped; the last one walks on
-    until certified or out of budget."""
+    every seed gets a quick trial descent (adjacent swaps); the WALKERS best trials get a
+    full descent, and iterated local search runs side by side from them: a round of kicks
+    each, then the walker with the highest MSE on the search rows is dropped; the last one
+    walks on until certified or out of budget."""
     run = _Run(stack, pairing, data, options, say, timings)
     names = _seed_names(options.seed)
     lazy = [n for n in names if n == "greedy-max" and len(names) > 1]  # costly: only if needed
     seeds = _ranked_seeds(stack, pairing, data, options, [n for n in names if n not in lazy])
     name, seq_in, seq_out = seeds[0]
-    run.descend_growing(name, seq_in, seq_out)
+    descended = {name: run.descend_growing(name, seq_in, seq_out)[:2]}
     if run.done():
         return run.best, run.log, run.tol
     if lazy:
@@ -197,8 +197,12 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
                     key=lambda item: item[2])
     say("seeds after a quick descent: " + ", ".join(
         f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
-    walkers = [run.walker(seq_in, seq_out, name, i)
-               for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS])]
+    walkers = []
+    for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
+        if name not in descended and not run.done():  # each gets at most 1/6 of the time left
+            until = time.perf_counter() + (run.deadline - time.perf_counter()) / (2 * WALKERS)
+            descended[name] = run.descend_growing(name, seq_in, seq_out, until)[:2]
+        walkers.append(run.walker(*descended.get(name, (seq_in, seq_out)), name, i))
     while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
         for walker in walkers:
             walker.walk(ROUND_KICKS)
@@ -252,8 +256,8 @@ class _Run:
                         self.options.max_rounds, self.deadline, self.tol)
         return state.seq_in, state.seq_out, state.sse
 
-    def descend_growing(self, name: str, seq_in: np.ndarray, seq_out: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, float]:
+    def descend_growing(self, name: str, seq_in: np.ndarray, seq_out: np.ndarray,
+                        until: float = np.inf) -> tuple[np.ndarray, np.ndarray, float]:
         """Descent on the search rows, grown x4 while the search fits the rows it sees to
         rounding level but not all of them; returns seq_in, seq_out and their MSE on all
         rows."""
@@ -261,13 +265,14 @@ class _Run:
         while True:
             climber = self.climber(m)
             state = descend(climber, climber.start(seq_in, seq_out), self.hoods,
-                            self.options.max_rounds, self.deadline, self.tol,
+                            self.options.max_rounds, min(until, self.deadline), self.tol,
                             limit=[None] * (len(self.hoods) - 1) + [WIDE_LIMIT])
             seq_in, seq_out = state.seq_in, state.seq_out
             mse = self.certify(seq_in, seq_out, name)
             self.say(f"seed {name}: {self.log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
             overfit = state.sse / m <= OVERFIT * self.tol
-            if mse <= self.tol or m >= self.data.rows or not overfit or self.spent():
+            if (mse <= self.tol or m >= self.data.rows or not overfit or self.spent()
+                    or time.perf_counter() > until):
                 return seq_in, seq_out, mse
             m = min(4 * m, self.data.rows)
 
