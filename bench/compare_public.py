@@ -21,6 +21,7 @@ default low; raise them on a quiet machine. Without torch its columns are skippe
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -34,8 +35,8 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import public_torch  # noqa: E402  (bench/ is not a package)
-from naive import naive_solve  # noqa: E402
+import public_torch
+from naive import naive_solve
 
 PUZZLE = BENCH.parents[1] / "shared" / "puzzle"
 ANSWER_SHA256 = "093be1cf2d24094db903cbc3e8d33d306ebca49c6accaa264e44b0b675e7d9c4"
@@ -52,7 +53,7 @@ def median(xs):
 
 
 def fmt_s(seconds: float) -> str:
-    if seconds != seconds:
+    if math.isnan(seconds):
         return "—"
     return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
@@ -78,6 +79,53 @@ def choose_threads(pieces, x, pred) -> tuple[int, dict]:
     return min(rates, key=rates.get), rates
 
 
+def _openblas():
+    """numpy's bundled OpenBLAS (ctypes handle) and its set/get-threads functions, or None."""
+    import ctypes
+    import glob
+
+    for path in glob.glob(str(Path(np.__file__).parent.parent / "numpy.libs" / "*openblas*")):
+        lib = ctypes.CDLL(path)
+        for suffix in ("64_", ""):
+            for prefix in ("scipy_openblas", "openblas"):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter and getter:
+                    return setter, getter
+    return None
+
+
+def set_blas_threads(threads: int) -> int:
+    """Set numpy's OpenBLAS thread count (where it can be found); returns the previous one."""
+    handle = _openblas()
+    if handle is None:
+        return 0
+    previous = handle[1]()
+    handle[0](threads)
+    return previous
+
+
+def choose_blas_threads(w, x) -> tuple[int, dict]:
+    """numpy's BLAS thread count (1 or 2) with the faster forward pass of the naive baseline
+    (48 blocks on 1,000 rows): a busy 2-core machine slows two OpenBLAS threads on these
+    small products far more than one."""
+    if _openblas() is None:
+        return 0, {}
+
+    def forward():
+        h = x[:1000].copy()
+        for i in range(len(w.w_in)):
+            h = h + np.maximum(h @ w.w_in[i].T + w.b_in[i], 0) @ w.w_out[i].T + w.b_out[i]
+
+    times, default = {}, set_blas_threads(1)
+    for threads in sorted({1, min(2, os.cpu_count() or 1)}):
+        set_blas_threads(threads)
+        forward()
+        times[threads] = min(timed(forward)[0] for _ in range(3))
+    set_blas_threads(default)
+    return min(times, key=times.get), times
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("puzzle", nargs="?", default=str(PUZZLE))
@@ -89,6 +137,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for the public solver (default: the faster of "
                              "1 and 2 on a forward pass, probed now)")
+    parser.add_argument("--blas-threads", type=int, default=0,
+                        help="numpy BLAS threads for the naive baseline (default: the faster "
+                             "of 1 and 2 on its forward pass, probed now)")
     opts = parser.parse_args(argv)
     puzzle = Path(opts.puzzle)
     if not (puzzle / "pieces").is_dir():
@@ -104,10 +155,17 @@ def main(argv: list[str]) -> int:
     pieces, data = load_pieces(puzzle / "pieces"), load_data(puzzle / "historical_data.csv")
     t_load_dn = median([timed(load_pieces, puzzle / "pieces")[0] for _ in range(3)])
     t_csv_dn = median([timed(load_data, puzzle / "historical_data.csv")[0] for _ in range(3)])
-    warm = solve_loaded(pieces, data)  # JIT compile / cache load: never timed
+    from peak import Counts, instrument
+
+    counts = Counts()
+    with instrument(counts):  # JIT compile / cache load: never timed; its FLOPs counted
+        warm = solve_loaded(pieces, data)
+    dn_flops = sum(counts.flops.values())
     dn_sha = answer_sha256(warm.permutation)
     w = assign_roles(pieces).weights
     naive_args = (w.w_in, w.b_in, w.w_out, w.b_out, w.w_last, w.b_last[0], data.x, data.pred)
+    blas_threads, blas_probe = ((opts.blas_threads, {}) if opts.blas_threads
+                                else choose_blas_threads(w, data.x))
 
     have_torch = public_torch.torch is not None
     if have_torch:
@@ -134,7 +192,10 @@ def main(argv: list[str]) -> int:
             pt_t.append(seconds)
             pt_stage.append(pt_res["timings"])
         if r < opts.naive_repeats:
+            default = set_blas_threads(blas_threads) if blas_threads else 0
             seconds, (_, _, mse) = timed(naive_solve, *naive_args)
+            if default:
+                set_blas_threads(default)
             nv_t.append(seconds)
             nv_mse.append(mse)
 
@@ -159,15 +220,23 @@ def main(argv: list[str]) -> int:
     # ------------------------------------------------------------ report
     dn, pt, nv = median(dn_t), median(pt_t), median(nv_t)
     dn_e, pt_e = median(dn_e2e), median(pt_e2e)
-    ratio = lambda a, b: f"{a / b:,.0f}×" if a == a and b == b else "—"  # noqa: E731
+    def ratio(a: float, b: float) -> str:
+        return "—" if math.isnan(a) or math.isnan(b) else f"{a / b:,.0f}×"
+
     print(f"## dropnet vs the public solver vs the naive baseline (one run, "
           f"{time.perf_counter() - t_start:.0f} s in all)\n")
     if have_torch:
         print(f"Public solver on torch {torch.__version__} with {threads} thread(s)"
-              + (f" (forward pass on all rows: "
+              + (" (forward pass on all rows: "
                  + ", ".join(f"{k} thread(s) {v:.2f} s" for k, v in probe.items()) + ")"
                  if probe else "") + f"; load average at the end "
-              f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}.\n")
+              f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}.")
+    if blas_threads:
+        print(f"Naive baseline with {blas_threads} OpenBLAS thread(s)" + (
+            " (its forward pass on 1,000 rows: " + ", ".join(
+                f"{k} thread(s) {v * 1000:.0f} ms" for k, v in blas_probe.items()) + ")"
+            if blas_probe else "") + ".")
+    print()
     print("| median (runs) | dropnet | public solver (torch) | naive (numpy) |")
     print("|---|---|---|---|")
     print(f"| solve after loading | {fmt_s(dn)} ({len(dn_t)}) | {fmt_s(pt)} ({len(pt_t)}) | "
@@ -176,6 +245,11 @@ def main(argv: list[str]) -> int:
     print(f"| end to end from the shell | {fmt_s(dn_e)} ({len(dn_e2e)}) | {fmt_s(pt_e)} "
           f"({len(pt_e2e)}) | — |")
     print(f"| × dropnet | 1× | {ratio(pt_e, dn_e)} | — |")
+    pt_flops = sum(pt_res["flops"].values()) if pt_res else None
+    print(f"| arithmetic of a solve (GFLOP) | {dn_flops / 1e9:,.1f} | "
+          f"{f'{pt_flops / 1e9:,.0f}' if pt_flops else '—'} | — |")
+    print(f"| achieved GFLOP/s in the solve | {dn_flops / dn / 1e9:,.0f} | "
+          f"{f'{pt_flops / pt / 1e9:,.0f}' if pt_flops else '—'} | — |")
     print(f"| loading (pieces + CSV), warm, median of 3 | {fmt_s(t_load_dn + t_csv_dn)} | "
           f"{fmt_s(t_load_pt) if have_torch else '—'} | (dropnet's) |")
     same = pt_res is not None and pt_res["permutation"] == warm.permutation
@@ -192,7 +266,9 @@ def main(argv: list[str]) -> int:
 
     print("\n| stage, median | dropnet | public solver (torch) |")
     print("|---|---|---|")
-    stage = lambda runs, k: median([t.get(k, 0.0) for t in runs])  # noqa: E731
+    def stage(runs: list[dict], key: str) -> float:
+        return median([t.get(key, 0.0) for t in runs])
+
     print(f"| pairing | {fmt_s(stage(dn_stage, 'pair'))} | {fmt_s(stage(pt_stage, 'pair'))} |")
     print(f"| ordering search | {fmt_s(stage(dn_stage, 'order'))} | "
           f"{fmt_s(stage(pt_stage, 'climb'))} |")

@@ -95,7 +95,9 @@ def typed(pieces, d: int):
     last = next(k for k, (w, _) in pieces.items() if w.shape[0] == 1)
     ins = sorted(k for k, (w, _) in pieces.items() if w.shape[1] == d and k != last)
     outs = sorted(k for k, (w, _) in pieces.items() if w.shape[0] == d)
-    stack = lambda ids, part: torch.stack([pieces[k][part] for k in ids])  # noqa: E731
+    def stack(ids, part):
+        return torch.stack([pieces[k][part] for k in ids])
+
     return ins, outs, last, (stack(ins, 0), stack(ins, 1), stack(outs, 0), stack(outs, 1),
                              pieces[last][0][0], pieces[last][1][0])
 
@@ -182,17 +184,34 @@ def solve_loaded(pieces, x, pred, verbose=False) -> dict:
     return {"permutation": permutation, "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "mse32": best, "mse64": mse64, "tolerance": tolerance,
             "certified": mse64 <= tolerance, "rounds": rounds, "exact_evals": exact,
+            "flops": flops(n, *w_in.shape[1:], x.shape[0], rounds, exact),
             "timings": {"pair": t_pair - t0, "climb": t_climb - t_pair,
                         "check": t_end - t_climb, "solve": t_end - t0}}
 
 
-def end_to_end(puzzle: str | Path, repeats: int) -> list[float]:
+def flops(n: int, h: int, d: int, m: int, rounds: int, exact: int) -> dict:
+    """Arithmetic of a solve, by stage (FLOPs): one block on one row costs 4dh + h + 2d;
+    the products of every (input, output) pair 2dhd each; the backward pass (gradients of
+    the activations only, the weights need none) about one forward pass; each of the
+    rounds + 1 rounds (the last finds nothing) does a forward + backward pass and the
+    first-order screen (2 blocks per swap), each exact evaluation one forward pass."""
+    block = 4 * d * h + h + 2 * d
+    forward = n * m * block + m * (2 * d + 1)
+    screen = 2 * (n - 1) * m * block + (n - 1) * m * 2 * d
+    return {"pair": n * n * (2 * d * h * d + 3 * d * d),
+            "climb": (rounds + 1) * (2 * forward + screen) + exact * forward,
+            "check": forward}
+
+
+def end_to_end(puzzle: str | Path, repeats: int, threads: int = 0) -> list[float]:
     """Seconds of ``repeats`` whole runs of this script (python start to answer)."""
+    command = [sys.executable, __file__, str(puzzle), "-q"]
+    if threads:
+        command += ["--threads", str(threads)]
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        subprocess.run([sys.executable, __file__, str(puzzle), "-q"], check=True,
-                       capture_output=True)
+        subprocess.run(command, check=True, capture_output=True)
         times.append(time.perf_counter() - t)
     return times
 
@@ -228,7 +247,7 @@ def main(argv: list[str]) -> int:
         print(",".join(map(str, result["permutation"])))
         return 0
     if e2e:
-        result["end_to_end"] = end_to_end(puzzle, e2e)
+        result["end_to_end"] = end_to_end(puzzle, e2e, opts.threads)
     if opts.json:
         print(json.dumps(result))
         return 0
@@ -237,7 +256,8 @@ def main(argv: list[str]) -> int:
     print(f"MSE vs pred: float32 search {result['mse32']:.3g}, float64 {result['mse64']:.3g} "
           f"({'certified' if result['certified'] else 'NOT certified'}, tolerance "
           f"{result['tolerance']:.2g})")
-    print(f"{result['rounds']} accepted swaps, {result['exact_evals']} exact forward passes")
+    print(f"{result['rounds']} accepted swaps, {result['exact_evals']} exact forward passes, "
+          f"about {sum(result['flops'].values()) / 1e9:,.0f} GFLOP")
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in result["timings"].items()))
     if e2e:
         print(f"end to end (python start to answer), {e2e} runs: median "
