@@ -188,7 +188,8 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     lazy = [n for n in names if n == "greedy-max" and len(names) > 1]  # costly: only if needed
     seeds = _ranked_seeds(stack, pairing, data, options, [n for n in names if n not in lazy])
     name, seq_in, seq_out = seeds[0]
-    descended = {name: run.descend_growing(name, seq_in, seq_out)[:2]}
+    cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
+    descended = {name: run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]}
     if run.done():
         return run.best, run.log, run.tol
     if lazy:
@@ -199,12 +200,11 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
     walkers = []
     for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
-        if name not in descended and not run.done():  # each gets at most 1/6 of the time left
-            until = time.perf_counter() + (run.deadline - time.perf_counter()) / (2 * WALKERS)
-            descended[name] = run.descend_growing(name, seq_in, seq_out, until)[:2]
+        if name not in descended and not run.done():
+            descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
         walkers.append(run.walker(*descended.get(name, (seq_in, seq_out)), name, i))
     while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
-        for walker in walkers:
+        for walker in sorted(walkers, key=lambda w: w.mse):  # the likeliest first
             walker.walk(ROUND_KICKS)
         walkers.remove(max(walkers, key=lambda w: w.mse))
     walkers[0].walk()
