@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import _numba_start  # noqa: F401  (before the first kernel loads)
+
 
 def linear_assignment(cost: np.ndarray) -> np.ndarray:
     """cols (n,) int64: row i gets column cols[i], minimising sum_i cost[i, cols[i]];

@@ -1039,6 +1039,8 @@ def _csv_kernel():
     if _CSV_KERNEL is None:
         import numba
 
+        from . import _numba_start  # noqa: F401  (before the first kernel loads)
+
         try:
             _CSV_KERNEL = numba.njit(cache=True, nogil=True)(_csv_scan)
         except RuntimeError:  # no writable cache location: compile in memory

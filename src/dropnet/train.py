@@ -25,6 +25,8 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from . import _numba_start  # noqa: F401  (before the first kernel loads)
+
 from .model import Network
 
 OPTIMIZERS = ("adam", "sgd")

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from numba import njit
 
+from .. import _numba_start  # noqa: F401  (before the first kernel loads)
+
 from .types import BlockWeights
 
 # Reassociation lets LLVM vectorise the dot products; no nnan/ninf so NaN checks still work.
