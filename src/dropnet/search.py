@@ -307,11 +307,12 @@ def reinsert(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, removed:
     keep = np.setdiff1d(np.arange(len(seq_in)), removed)
     cur_in, cur_out = seq_in[keep], seq_out[keep]
     for p in removed:
-        acts = climber.k.prefix_activations(climber.x, climber.weights, cur_in, cur_out)
-        climber.log.block_evals += len(cur_in)
         slots = np.arange(len(cur_in) + 1)
         cand_in = np.stack([np.insert(cur_in, j, seq_in[p]) for j in slots])
         cand_out = np.stack([np.insert(cur_out, j, seq_out[p]) for j in slots])
+        # the cache of the last candidate (block appended) is every candidate's prefix cache
+        acts = climber.k.prefix_activations(climber.x, climber.weights, cand_in[-1], cand_out[-1])
+        climber.log.block_evals += len(slots)
         best = int(np.argmin(climber._evaluate(acts, slots, cand_in, cand_out)))
         cur_in, cur_out = cand_in[best], cand_out[best]
     return cur_in, cur_out
