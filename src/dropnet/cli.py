@@ -65,12 +65,11 @@ def pairing_warning(summary: dict) -> str | None:
 @click.option("--rows", type=click.IntRange(min=16), default=128, show_default=True,
               help="Rows the search starts on (grown x4 when it fits them but not all rows).")
 @click.option("--seed-order", "seed",
-              type=click.Choice(["auto", "greedy", "delta", "wout", "readout"]),
+              type=click.Choice(["auto", "greedy", "delta", "wout"]),
               default="auto", show_default=True,
               help="Seed order: greedy (smallest residual next), delta (residual norm on the "
-                   "inputs), wout (ascending ||W_out||_F), readout (strongest write into the "
-                   "final layer's direction first); auto tries each, also reversed, best "
-                   "first.")
+                   "inputs), wout (ascending ||W_out||_F); auto tries each, also reversed, "
+                   "best first.")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds of search before giving up (best answer reported, exit 1).")
 @click.option("--max-evals", type=click.IntRange(min=1), default=10**9,
