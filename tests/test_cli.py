@@ -228,3 +228,14 @@ def test_published_puzzle_end_to_end(puzzle):
     assert result.exit_code == 0, (result.output, result.exception)
     assert f"sha256: {PUZZLE_SHA256}" in result.stdout
     assert answer_sha256([int(i) for i in result.stdout.splitlines()[0].split(",")]) == PUZZLE_SHA256
+
+
+def test_weights_whose_products_overflow(tmp_path):
+    """Finite float64 weights so large that the pairing evidence overflows: one line, exit 2."""
+    write_network(tmp_path, seed=5, fmt="npz")
+    for path in sorted((tmp_path / "pieces").glob("*.npz"))[:6]:
+        arrays = dict(np.load(path))
+        name = next(k for k, v in arrays.items() if v.ndim == 2)
+        arrays[name] = arrays[name].astype(np.float64) * 1e160
+        np.savez(path, **arrays)
+    assert_bad_input(solve(tmp_path), "overflow")

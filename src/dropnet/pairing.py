@@ -85,7 +85,7 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
     for i, j in (fixed or {}).items():
         cost[i, :], cost[:, j] = big, big
         cost[i, j] = -big
-    out_for_in = linear_assignment(cost)
+    out_for_in = linear_assignment(_finite(cost))
     frozen = np.zeros(stack.blocks, dtype=bool)
     frozen[list((fixed or {}).keys())] = True
     return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen)
@@ -109,7 +109,7 @@ def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None
         blocks[i] = j
         taken.update((a, b))
 
-    cols = linear_assignment(-sym)
+    cols = linear_assignment(_finite(-sym))
     for a, b in enumerate(cols):  # mutual choices of the assignment are pairs
         if a < b and cols[b] == a and a not in taken and b not in taken:
             add(int(a), int(b))
@@ -124,6 +124,15 @@ def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None
     frozen[list((fixed or {}).keys())] = True
     return Pairing(np.array([blocks[i] for i in blk_in], dtype=np.int64), np.abs(trace) / fro,
                    trace, frozen, blk_in)
+
+
+def _finite(cost: np.ndarray) -> np.ndarray:
+    """The assignment's cost matrix, refused with a one-line error when the products of the
+    layers overflow (weights finite but too large for their products)."""
+    if not np.all(np.isfinite(cost)):
+        raise InputError("the layer products overflow: the pairing evidence is not finite "
+                         "(are the weights of a plausible size?)")
+    return cost
 
 
 def known_pairs(stack: Stack, pairs: list) -> dict[int, int]:
