@@ -108,9 +108,9 @@ def test_family_network_is_certified(families, index):
 
 @pytest.mark.slow
 def test_32_block_network_with_far_seeds_is_certified(families):
-    """Every seed of this network starts at rank correlation <= 0.5 with the true depth and
-    descent stalls near MSE 2e-3; the iterated local search's remove-and-reinsert kicks
-    finish it."""
+    """Every seed of this network starts at rank correlation <= 0.57 with the true depth
+    and descent from the best of them stalls near MSE 2e-3; the iterated local search's
+    remove-and-reinsert kicks finish it."""
     from dropnet.solve import solve
 
     folder = families[-1]
