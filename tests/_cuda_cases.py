@@ -218,17 +218,23 @@ def test_bad_arguments_are_refused():
         cu.evaluate_candidates(acts, w, np.array([0]), seq_in[None], seq_out[None], target[:-1])
 
 
+def search_problem(n: int, seed: int):
+    """(weights, x (m, d), target of the identity order, a shuffled start) for the search
+    comparisons: n blocks in the simulator, a larger network on a real GPU."""
+    n, m, d, h = (n, 24, 6, 5) if MODE == "sim" else (2 * n + 2, 500, 48, 32)
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, n, d, h, scale=1.0)
+    x = rng.standard_normal((m, d))
+    order = np.arange(n)
+    return w, x, ref.network_output(x, w, order, order), rng.permutation(n)
+
+
 def test_search_on_cuda_matches_cpu():
     """The climber, unchanged, takes the same moves with either backend."""
     from dropnet.search import Climber, adjacent_swaps, local_moves
 
-    n, m, d, h = (4, 24, 6, 5) if MODE == "sim" else (10, 500, 48, 32)
-    rng = np.random.default_rng(8)
-    w = random_weights(rng, n, d, h, scale=1.0)
-    x = rng.standard_normal((m, d))
-    order = np.arange(n)
-    target = ref.network_output(x, w, order, order)
-    start = rng.permutation(n)
+    w, x, target, start = search_problem(4, seed=8)
+    m = x.shape[0]
     results = []
     for kernels in ("cpu", "cuda"):
         climber = Climber(w, x, target, kernels, screen=2)
@@ -247,13 +253,7 @@ def test_kicks_on_cuda_match_cpu():
     start from; both backends must take the same kicks."""
     from dropnet.search import Climber, kick
 
-    n, m, d, h = (5, 24, 6, 5) if MODE == "sim" else (12, 500, 48, 32)
-    rng = np.random.default_rng(9)
-    w = random_weights(rng, n, d, h, scale=1.0)
-    x = rng.standard_normal((m, d))
-    order = np.arange(n)
-    target = ref.network_output(x, w, order, order)
-    start = rng.permutation(n)
+    w, x, target, start = search_problem(5, seed=9)
     kicked = []
     for kernels in ("cpu", "cuda"):
         climber = Climber(w, x, target, kernels, dtype=np.float64)
