@@ -202,7 +202,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
         if name not in descended and not run.done():
             descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
-        walkers.append(run.walker(*descended.get(name, (seq_in, seq_out)), name, i))
+        walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
     while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
         for walker in sorted(walkers, key=lambda w: w.mse):  # the likeliest first
             walker.walk(ROUND_KICKS)
@@ -275,9 +275,6 @@ class _Run:
                     or time.perf_counter() > until):
                 return seq_in, seq_out, mse
             m = min(4 * m, self.data.rows)
-
-    def walker(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str, index: int) -> "_Walker":
-        return _Walker(self, seq_in, seq_out, name, index)
 
 
 class _Walker:
