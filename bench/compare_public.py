@@ -6,7 +6,7 @@ every contender alike; each contender warmed up first (dropnet: one whole solve,
 compilation or cache loading never counts; the public solver: scipy imported and torch's
 first matrix products run; the naive baseline needs none):
 
-- dropnet: ``dropnet.solve.solve_loaded`` on pieces and data loaded once;
+- dropnet: ``dropnet.solve_loaded`` on pieces and data loaded once;
 - public solver: ``public_torch.solve_loaded`` on its own loaded tensors;
 - naive: ``naive.naive_solve`` on dropnet's typed weights.
 

@@ -20,7 +20,7 @@ matrix-multiply rate for the stage's dtype.
    at the search's starting rows (128: see the rows column; the search grows its rows only
    when a descent fits its rows but fails on all of them, which the published puzzle never
    triggers), as a cross-check.
-3. Stage times: ``Result.timings`` (load, pair, order, certify) of ``dropnet.solve.solve``,
+3. Stage times: ``Result.timings`` (load, pair, order, certify) of ``dropnet.solve``,
    medians of several solves after a warm-up solve.
 
 Run: nice -n 10 python bench/peak.py [PUZZLE] [--repeats 5]

@@ -2,7 +2,8 @@
 
 Public API (imported lazily, so ``import dropnet`` stays cheap):
 
-- :func:`solve` (pieces folder + data -> :class:`Result`), :func:`solve_loaded`
+- :func:`solve` (pieces folder + data -> :class:`Result`), :func:`solve_loaded`,
+  :class:`SearchOptions`, :func:`guess_without_data`
 - :func:`load_pieces`, :func:`load_data` (readers), :func:`assign_roles` (typing by shape)
 - :func:`pair_by_dominance` (pairing), :func:`seed_order` (seeds), :class:`Climber` (search)
 - ``dropnet._kernels.backend("cpu" | "cuda" | "reference")``: the compiled kernels
@@ -10,11 +11,14 @@ Public API (imported lazily, so ``import dropnet`` stays cheap):
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "solve": "solve", "solve_loaded": "solve", "Result": "solve",
+    "solve": "solve", "solve_loaded": "solve", "Result": "solve", "SearchOptions": "solve",
+    "guess_without_data": "solve",
     "load_pieces": "io", "load_data": "io", "Pieces": "io", "Data": "io",
     "assign_roles": "roles", "Stack": "roles",
     "pair_by_dominance": "pairing", "Pairing": "pairing",
@@ -23,6 +27,20 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``dropnet.solve`` the function: importing the submodule ``dropnet.solve`` would
+    otherwise set the package attribute ``solve`` to that module (so a second
+    ``dropnet.solve(...)``, or one after the CLI's import, called a module)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
