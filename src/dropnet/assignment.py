@@ -30,17 +30,23 @@ def _hungarian(cost: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """Rows are added one at a time; each is matched along a shortest augmenting path
     (Dijkstra on reduced costs); indices are 1-based inside, 0 is the virtual start."""
     n = cost.shape[0]
-    u = np.zeros(n + 1)
-    v = np.zeros(n + 1)
-    row_of = np.zeros(n + 1, np.int64)  # row matched to each column, 0 for none
-    way = np.zeros(n + 1, np.int64)
+    # two allocations, filled by loops: every distinct np.zeros / np.full call compiles its
+    # own overload, about 0.3 s each on the first run
+    reals = np.empty((3, n + 1))
+    ints = np.empty((4, n + 1), np.int64)
+    u, v, minv = reals[0], reals[1], reals[2]
+    row_of, way, used, cols = ints[0], ints[1], ints[2], ints[3]  # row_of: 0 for none
+    for j in range(n + 1):
+        u[j] = v[j] = 0.0
+        row_of[j] = way[j] = 0
     for i in range(1, n + 1):
         row_of[0] = i
         j0 = 0
-        minv = np.full(n + 1, np.inf)
-        used = np.zeros(n + 1, np.bool_)
+        for j in range(n + 1):
+            minv[j] = np.inf
+            used[j] = 0
         while True:
-            used[j0] = True
+            used[j0] = 1
             i0, delta, j1 = row_of[j0], np.inf, 0
             for j in range(1, n + 1):
                 if not used[j]:
@@ -62,7 +68,6 @@ def _hungarian(cost: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
             j1 = way[j0]
             row_of[j0] = row_of[j1]
             j0 = j1
-    cols = np.empty(n, np.int64)
     for j in range(1, n + 1):
         cols[row_of[j] - 1] = j - 1
-    return cols
+    return cols[:n]

@@ -70,7 +70,7 @@ def _block_rows(x, w_in, b_in, w_out, b_out, hid):
         x[7, a] += s7
 
 
-@njit(fastmath=FASTMATH, cache=True, nogil=True)
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
 def _run_blocks(x, w_in, b_in, w_out, b_out, seq_in, seq_out, first, hid):
     """In place on x (LANES, d): blocks seq_in[p], seq_out[p] for p = first .. n-1."""
     for p in range(first, seq_in.shape[0]):
@@ -78,11 +78,15 @@ def _run_blocks(x, w_in, b_in, w_out, b_out, seq_in, seq_out, first, hid):
         _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _load_rows(src, r0, r1, x):
-    """x (LANES, d) <- rows r0..r1-1 of src (m, d), padding with row r1-1."""
+    """x (LANES, d) <- rows r0..r1-1 of src (m, d), padding with row r1-1. (Element loops,
+    not slice assignment, here and below: a slice assignment compiles Numba's shape-mismatch
+    error path, about a second of the first run's compile each.)"""
     for lane in range(LANES):
-        x[lane] = src[min(r0 + lane, r1 - 1)]
+        r = min(r0 + lane, r1 - 1)
+        for a in range(x.shape[1]):
+            x[lane, a] = src[r, a]
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -124,7 +128,7 @@ def _check(x: np.ndarray, weights: BlockWeights) -> None:
                         f"x {x.dtype}, weights {sorted({str(b) for b in bad})}")
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _dot(a, b):
     s = 0.0
     for t in range(a.shape[0]):
@@ -132,12 +136,32 @@ def _dot(a, b):
     return s
 
 
-@njit(fastmath=FASTMATH, cache=True, nogil=True)
-def _gram(w, out):
-    """out (h, h) <- w^T w for w (r, h), float64."""
-    r, h = w.shape
-    out[:] = 0.0
-    for t in range(r):
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _dot2(a, b):
+    """Sum of a * b over two (r, c) arrays."""
+    s = 0.0
+    for t in range(a.shape[0]):
+        for u in range(a.shape[1]):
+            s += a[t, u] * b[t, u]
+    return s
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _gram(w, out, rows):
+    """out (h, h) <- w w^T (rows) or w^T w (columns) for w (h, r) or (r, h), float64."""
+    h = out.shape[0]
+    for a in range(h):
+        for b in range(h):
+            out[a, b] = 0.0
+    if rows:
+        for a in range(h):
+            for b in range(a + 1):
+                s = 0.0
+                for t in range(w.shape[1]):
+                    s += w[a, t] * w[b, t]
+                out[a, b] = out[b, a] = s
+        return
+    for t in range(w.shape[0]):
         for a in range(h):
             wa = w[t, a]
             for b in range(h):
@@ -150,9 +174,9 @@ def _gram_tasks(w_in, w_out, g_in, g_out, t0, dt):
     n_in = w_in.shape[0]
     for i in range(t0, n_in + w_out.shape[0], dt):
         if i < n_in:
-            _gram(np.ascontiguousarray(w_in[i].T), g_in[i])
+            _gram(w_in[i], g_in[i], True)
         else:
-            _gram(w_out[i - n_in], g_out[i - n_in])
+            _gram(w_out[i - n_in], g_out[i - n_in], False)
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
@@ -166,7 +190,7 @@ def _pair_tasks(w_in, w_out, g_in, g_out, trace, fro, t0, dt):
             for k in range(h):
                 tr += w_out[j, a, k] * w_in[i, k, a]
         trace[i, j] = tr
-        fro[i, j] = np.sqrt(max(_dot(g_in[i].ravel(), g_out[j].ravel()), 0.0))
+        fro[i, j] = np.sqrt(max(_dot2(g_in[i], g_out[j]), 0.0))
 
 
 def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +227,9 @@ def _prefix_tasks(acts, w_in, b_in, w_out, b_out, seq_in, seq_out, first, t0, dt
             for p in range(first, n1 - 1):
                 i, j = seq_in[p], seq_out[p]
                 _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
-                acts[p + 1, r0:r1] = x[: r1 - r0]
+                for r in range(r0, r1):
+                    for a in range(d):
+                        acts[p + 1, r, a] = x[r - r0, a]
 
 
 def refresh_prefix(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -344,7 +370,7 @@ def _adjoint_tasks(acts, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_o
         err = np.float64(_dot(w_last, acts[n, r]) + b_last[0]) - target[r]
         for a in range(d):
             g[a] = 2.0 * err * w_last[a]
-        grads[n, r] = g
+            grads[n, r, a] = g[a]
         for p in range(n - 1, -1, -1):
             i, j = seq_in[p], seq_out[p]
             for k in range(h):  # u = mask * (W_out^T g), mask from the pre-activation
@@ -361,7 +387,8 @@ def _adjoint_tasks(acts, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_o
                 if uk != 0:
                     for a in range(d):
                         g[a] += w_in[i, k, a] * uk
-            grads[p, r] = g
+            for a in range(d):
+                grads[p, r, a] = g[a]
 
 
 def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
