@@ -32,4 +32,4 @@ def test_solve_stays_the_function_after_its_module_is_imported():
 
 def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        dropnet.nope
+        _ = dropnet.nope

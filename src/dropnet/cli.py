@@ -93,6 +93,7 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
           use_cuda: bool, device: str | None, as_json: bool, output: Path | None,
           quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
+    from ._kernels import precompile
     from .io import find_pieces_folder, load_pieces
     from .solve import SearchOptions, guess_without_data, solve_loaded
 
@@ -106,9 +107,10 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
             result = guess_without_data(load_pieces(find_pieces_folder(pieces_dir)), options)
             load_seconds = time.perf_counter() - started - sum(result.timings.values())
         else:
-            pieces, loaded = _load(pieces_dir, data)
-            load_seconds = time.perf_counter() - started
-            result = solve_loaded(pieces, loaded, options, progress=_progress(quiet))
+            with precompile.in_background(options.kernels == "cpu"):  # empty cache: 2 compilers
+                pieces, loaded = _load(pieces_dir, data)
+                load_seconds = time.perf_counter() - started
+                result = solve_loaded(pieces, loaded, options, progress=_progress(quiet))
     except DropnetError as exc:
         _fail(str(exc))
     except RuntimeError as exc:
