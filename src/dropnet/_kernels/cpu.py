@@ -360,35 +360,83 @@ def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
-def _adjoint_tasks(acts, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_out, target, grads, t0, dt):
+def _adjoint_rows(x, g, w_in, b_in, w_out_t, w_in_t, u):
+    """In place on LANES rows: g (LANES, d) <- g + W_in^T (mask * (W_out^T g)), the gradient
+    carried back through the block at its input x (LANES, d) (mask: pre-activation > 0);
+    w_out_t (h, d) and w_in_t (d, h) are the transposed layers, so that every inner loop
+    reads contiguous memory; scratch u (LANES, h). Eight rows share each weight load."""
+    h, d = w_in.shape
+    zero = b_in[0] - b_in[0]  # 0 in the weights' dtype (weights are finite): no float64 mixing
+    for k in range(h):
+        p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = b_in[k]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+        for a in range(d):
+            w, v = w_in[k, a], w_out_t[k, a]
+            p0 += w * x[0, a]
+            p1 += w * x[1, a]
+            p2 += w * x[2, a]
+            p3 += w * x[3, a]
+            p4 += w * x[4, a]
+            p5 += w * x[5, a]
+            p6 += w * x[6, a]
+            p7 += w * x[7, a]
+            s0 += v * g[0, a]
+            s1 += v * g[1, a]
+            s2 += v * g[2, a]
+            s3 += v * g[3, a]
+            s4 += v * g[4, a]
+            s5 += v * g[5, a]
+            s6 += v * g[6, a]
+            s7 += v * g[7, a]
+        u[0, k], u[1, k] = (s0 if p0 > 0 else zero), (s1 if p1 > 0 else zero)
+        u[2, k], u[3, k] = (s2 if p2 > 0 else zero), (s3 if p3 > 0 else zero)
+        u[4, k], u[5, k] = (s4 if p4 > 0 else zero), (s5 if p5 > 0 else zero)
+        u[6, k], u[7, k] = (s6 if p6 > 0 else zero), (s7 if p7 > 0 else zero)
+    for a in range(d):
+        t0, t1, t2, t3 = g[0, a], g[1, a], g[2, a], g[3, a]
+        t4, t5, t6, t7 = g[4, a], g[5, a], g[6, a], g[7, a]
+        for k in range(h):
+            w = w_in_t[a, k]
+            t0 += w * u[0, k]
+            t1 += w * u[1, k]
+            t2 += w * u[2, k]
+            t3 += w * u[3, k]
+            t4 += w * u[4, k]
+            t5 += w * u[5, k]
+            t6 += w * u[6, k]
+            t7 += w * u[7, k]
+        g[0, a], g[1, a], g[2, a], g[3, a] = t0, t1, t2, t3
+        g[4, a], g[5, a], g[6, a], g[7, a] = t4, t5, t6, t7
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _adjoint_tasks(acts, w_in, b_in, w_out_t, w_in_t, w_last, b_last, seq_in, seq_out, target, grads,
+                   t0, dt):
     n1, m, d = acts.shape
     n = n1 - 1
     h = w_in.shape[1]
-    for r in range(t0, m, dt):
-        g = np.empty(d, acts.dtype)
-        u = np.empty(h, acts.dtype)
-        err = np.float64(_dot(w_last, acts[n, r]) + b_last[0]) - target[r]
-        for a in range(d):
-            g[a] = 2.0 * err * w_last[a]
-            grads[n, r, a] = g[a]
-        for p in range(n - 1, -1, -1):
-            i, j = seq_in[p], seq_out[p]
-            for k in range(h):  # u = mask * (W_out^T g), mask from the pre-activation
-                pre = b_in[i, k]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in range(t0, tasks, dt):
+        x = np.empty((LANES, d), acts.dtype)
+        g = np.empty((LANES, d), acts.dtype)
+        u = np.empty((LANES, h), acts.dtype)
+        end = min(m, (t + 1) * ROWS_PER_TASK)
+        for r0 in range(t * ROWS_PER_TASK, end, LANES):
+            r1 = min(r0 + LANES, end)
+            _load_rows(acts[n], r0, r1, x)
+            for lane in range(LANES):
+                r = min(r0 + lane, r1 - 1)
+                err = np.float64(_dot(w_last, x[lane]) + b_last[0]) - target[r]
                 for a in range(d):
-                    pre += w_in[i, k, a] * acts[p, r, a]
-                s = 0.0
-                if pre > 0:
+                    g[lane, a] = 2.0 * err * w_last[a]
+            for p in range(n, -1, -1):
+                if p < n:
+                    _load_rows(acts[p], r0, r1, x)
+                    i, j = seq_in[p], seq_out[p]
+                    _adjoint_rows(x, g, w_in[i], b_in[i], w_out_t[j], w_in_t[i], u)
+                for r in range(r0, r1):
                     for a in range(d):
-                        s += w_out[j, a, k] * g[a]
-                u[k] = s
-            for k in range(h):  # g += W_in^T u
-                uk = u[k]
-                if uk != 0:
-                    for a in range(d):
-                        g[a] += w_in[i, k, a] * uk
-            for a in range(d):
-                grads[p, r, a] = g[a]
+                        grads[p, r, a] = g[r - r0, a]
 
 
 def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -396,7 +444,9 @@ def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarra
     """grads (n+1, m, d) in acts' dtype: d(sum of squared errors vs target (m,))/d acts[p]."""
     _check(acts, weights)
     grads = np.empty_like(acts)
-    _run(_adjoint_tasks, acts.shape[1], acts, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
+    w_out_t = np.ascontiguousarray(weights.w_out.transpose(0, 2, 1))  # (N_out, h, d)
+    w_in_t = np.ascontiguousarray(weights.w_in.transpose(0, 2, 1))  # (N_in, d, h)
+    _run(_adjoint_tasks, _row_tasks(acts.shape[1]), acts, weights.w_in, weights.b_in, w_out_t, w_in_t, weights.w_last,
                  weights.b_last, np.ascontiguousarray(seq_in, np.int64),
                  np.ascontiguousarray(seq_out, np.int64), np.ascontiguousarray(target, np.float64),
                  grads)
