@@ -68,3 +68,20 @@ def test_one_swap_away_is_repaired():
     state = climber.climb(climber.start(seq, seq))
     assert list(state.seq_in) == list(range(7))
     assert state.sse / climber.rows < 1e-20
+
+
+def test_first_order_ranking_uses_the_screening_rows_only():
+    """With screen_rows < rows the ranking is the first-order change on the first screen_rows
+    rows (acts and adjoint of those rows only); exact evaluation still uses every row."""
+    rng, w, x, target = planted(5, 6, m=64)
+    climber = Climber(w, x, target, screen_rows=16)
+    state = climber.start(rng.permutation(6), np.arange(6))
+    moves = adjacent_swaps(state.seq_in, state.seq_out)
+    ranked = climber._first_order(state, moves)
+    cpu = backend("cpu")
+    acts = np.ascontiguousarray(state.acts[:, :16])
+    grads = cpu.adjoint_gradients(acts, climber.weights, state.seq_in, state.seq_out, target[:16])
+    expect = cpu.first_order_deltas(acts, grads, climber.weights, moves.lo, moves.hi,
+                                    moves.seq_in, moves.seq_out)
+    np.testing.assert_allclose(ranked, expect, rtol=1e-6)
+    assert state.grads.shape == (7, 16, 6) and state.acts.shape == (7, 64, 6)

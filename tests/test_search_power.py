@@ -67,7 +67,9 @@ def test_crossed_pairs_are_repaired(corpus, cycle):
     hoods = [adjacent_swaps, local_moves(4), output_exchanges()]
     plain = descend(climber, climber.start(seq_in, crossed), hoods[:1])
     assert plain.sse / climber.rows > 1e-3  # adjacent swaps alone cannot mend pairs
-    state = search_from(climber, seq_in, crossed, hoods, kicks=40)
+    # kicks stop at the answer; how many it takes depends on the path (with the first-order
+    # ranking on 64 rows the 3-cycle took more than 40 from kick seed 0, fewer from seeds 1-3)
+    state = search_from(climber, seq_in, crossed, hoods, kicks=120)
     assert np.array_equal(state.seq_out, seq_out) and np.array_equal(state.seq_in, seq_in)
 
 

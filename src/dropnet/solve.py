@@ -23,6 +23,7 @@ ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
 ILS_ROWS_FACTOR = 2  # iterated local search runs on this many times the search rows
 WALKERS = 3  # starts of iterated local search run side by side (the worst dropped each round)
 ROUND_KICKS = 6  # kicks each walker gets per round
+BEHIND = 10.0  # a walker whose MSE is this many times the best walker's is dropped at once
 WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too costly to prove)
 OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
@@ -181,8 +182,9 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     """The best seed (by MSE on the search rows) gets a descent; if that does not certify,
     every seed gets a quick trial descent (adjacent swaps); the WALKERS best trials get a
     full descent, and iterated local search runs side by side from them: a round of kicks
-    each, then the walker with the highest MSE on the search rows is dropped; the last one
-    walks on until certified or out of budget."""
+    each, then the walker with the highest MSE on the search rows is dropped, and so is any
+    walker BEHIND times the best one's MSE or more (it is skipped within a round too); the
+    last one walks on until certified or out of budget."""
     run = _Run(stack, pairing, data, options, say, timings)
     names = _seed_names(options.seed)
     lazy = [n for n in names if n == "greedy-max" and len(names) > 1]  # costly: only if needed
@@ -205,8 +207,12 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
     while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
         for walker in sorted(walkers, key=lambda w: w.mse):  # the likeliest first
-            walker.walk(ROUND_KICKS)
-        walkers.remove(max(walkers, key=lambda w: w.mse))
+            if walker.mse <= BEHIND * min(w.mse for w in walkers):
+                walker.walk(ROUND_KICKS)
+        best = min(w.mse for w in walkers)
+        walkers = [w for w in walkers if w.mse <= BEHIND * best]
+        if len(walkers) > 1:
+            walkers.remove(max(walkers, key=lambda w: w.mse))
     walkers[0].walk()
     return run.best, run.log, run.tol
 
