@@ -10,7 +10,7 @@ import numpy as np
 
 from ._kernels import BlockWeights, backend
 
-SEEDS = ("greedy", "delta", "wout")
+SEEDS = ("greedy", "delta", "wout", "pursuit")
 # --seed-order auto also tries these: the same evidence read the other way round
 REVERSED_SEEDS = ("greedy-rev", "greedy-max", "delta-desc", "wout-desc")
 
@@ -47,6 +47,30 @@ def seed_greedy(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, 
     return np.array(order, dtype=np.int64)
 
 
+def seed_pursuit(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
+                 target: np.ndarray, kernels: str = "cpu") -> np.ndarray:
+    """Matching pursuit on the output: append the unused block after which the final layer,
+    read from the current activations, fits ``target`` (m,) best (least squared error), then
+    advance the activations through it. Every block adds its term to the residual stream
+    that the final layer reads, so this asks the data which block explains the most of what
+    is still missing; unlike the residual-norm seeds it assumes no norm profile."""
+    k = backend(kernels)
+    remaining = list(range(len(blk_in)))
+    order = []
+    acts = np.empty((2,) + x.shape, dtype=x.dtype)  # acts[0]: the current activations
+    acts[0] = x
+    target = np.ascontiguousarray(target, dtype=np.float64)
+    while remaining:
+        cand = np.array(remaining)
+        sse = k.evaluate_candidates(acts, weights, np.zeros(len(cand), np.int64),
+                                    blk_in[cand][:, None], blk_out[cand][:, None], target)
+        best = int(cand[np.argmin(sse)])
+        order.append(best)
+        remaining.remove(best)
+        acts[0] = k.block_forward(acts[0], weights, int(blk_in[best]), int(blk_out[best]))
+    return np.array(order, dtype=np.int64)
+
+
 def reverse(order: np.ndarray) -> np.ndarray:
     """The order read backwards: where residuals shrink with depth, the greedy seed picks
     the last blocks first, and its reversal is the better guess."""
@@ -54,14 +78,19 @@ def reverse(order: np.ndarray) -> np.ndarray:
 
 
 def seed_order(name: str, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
-               x: np.ndarray, kernels: str = "cpu") -> np.ndarray:
-    """The seed called ``name`` (SEEDS or REVERSED_SEEDS): an order (n,) of block indices."""
+               x: np.ndarray, kernels: str = "cpu", target: np.ndarray | None = None) -> np.ndarray:
+    """The seed called ``name`` (SEEDS or REVERSED_SEEDS): an order (n,) of block indices.
+    ``target`` (m,), the output to fit on the rows x, is needed by ``pursuit`` only."""
     if name == "wout":
         return seed_by_wout_norm(weights, blk_in, blk_out)
     if name == "delta":
         return seed_by_residual_norm(weights, blk_in, blk_out, x, kernels)
     if name == "greedy":
         return seed_greedy(weights, blk_in, blk_out, x, kernels)
+    if name == "pursuit":
+        if target is None:
+            raise ValueError("the pursuit seed needs the target output of the rows x")
+        return seed_pursuit(weights, blk_in, blk_out, x, target, kernels)
     if name == "greedy-max":
         return seed_greedy(weights, blk_in, blk_out, x, kernels, largest=True)
     if name in ("delta-desc", "wout-desc", "greedy-rev"):

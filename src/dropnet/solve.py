@@ -345,7 +345,8 @@ def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOpt
     for name in names:
         base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when that was built
         built[name] = (reverse(built[base]) if name.endswith("-rev") and base in built
-                       else seed_order(name, weights32, blk_in, blk_out, x, options.kernels))
+                       else seed_order(name, weights32, blk_in, blk_out, x, options.kernels,
+                                       data.target[:m]))
     seeds = [(name, blk_in[order], blk_out[order]) for name, order in built.items()]
     scores = backend(options.kernels).evaluate_candidates(  # every seed from the inputs
         x[None], weights32, np.zeros(len(seeds), np.int64), np.stack([s[1] for s in seeds]),
