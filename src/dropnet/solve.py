@@ -24,6 +24,7 @@ ILS_ROWS_FACTOR = 2  # iterated local search runs on this many times the search 
 WALKERS = 3  # starts of iterated local search run side by side (the worst dropped each round)
 ROUND_KICKS = 6  # kicks each walker gets per round
 BEHIND = 10.0  # a walker whose MSE is this many times the best walker's is dropped at once
+LAZY_SEEDS = ("greedy-max", "pursuit")  # auto builds these only when the first descent fails
 WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too costly to prove)
 OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
@@ -187,7 +188,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     last one walks on until certified or out of budget."""
     run = _Run(stack, pairing, data, options, say, timings)
     names = _seed_names(options.seed)
-    lazy = [n for n in names if n == "greedy-max" and len(names) > 1]  # costly: only if needed
+    lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds = _ranked_seeds(stack, pairing, data, options, [n for n in names if n not in lazy])
     name, seq_in, seq_out = seeds[0]
     cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
