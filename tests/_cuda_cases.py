@@ -260,3 +260,14 @@ def test_kicks_on_cuda_match_cpu():
         kick_rng = np.random.default_rng(1)
         kicked.append([kick(climber, start, start, kick_rng)[0].tolist() for _ in range(4)])
     assert kicked[0] == kicked[1]
+
+
+def test_pursuit_seed_on_cuda_matches_cpu():
+    """The pursuit seed evaluates one-block candidates from a two-position cache."""
+    from dropnet.ordering import seed_order
+
+    w, x, target, _ = search_problem(6, seed=4)
+    blocks = np.arange(w.w_in.shape[0])
+    orders = [seed_order("pursuit", w, blocks, blocks, x, kernels, target).tolist()
+              for kernels in ("cpu", "cuda")]
+    assert orders[0] == orders[1]
