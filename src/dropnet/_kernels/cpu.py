@@ -360,13 +360,13 @@ def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
-def _adjoint_rows(x, g, w_in, b_in, w_out_t, w_in_t, u):
+def _adjoint_rows(x, g, w_in, b_in, w_out_t, w_in_t, u, zero):
     """In place on LANES rows: g (LANES, d) <- g + W_in^T (mask * (W_out^T g)), the gradient
     carried back through the block at its input x (LANES, d) (mask: pre-activation > 0);
     w_out_t (h, d) and w_in_t (d, h) are the transposed layers, so that every inner loop
-    reads contiguous memory; scratch u (LANES, h). Eight rows share each weight load."""
+    reads contiguous memory; scratch u (LANES, h); ``zero`` is 0 in the weights' dtype (a
+    float64 0.0 would turn the sums float64). Eight rows share each weight load."""
     h, d = w_in.shape
-    zero = b_in[0] - b_in[0]  # 0 in the weights' dtype (weights are finite): no float64 mixing
     for k in range(h):
         p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = b_in[k]
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
@@ -411,7 +411,7 @@ def _adjoint_rows(x, g, w_in, b_in, w_out_t, w_in_t, u):
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _adjoint_tasks(acts, w_in, b_in, w_out_t, w_in_t, w_last, b_last, seq_in, seq_out, target, grads,
-                   t0, dt):
+                   zero, t0, dt):
     n1, m, d = acts.shape
     n = n1 - 1
     h = w_in.shape[1]
@@ -433,7 +433,7 @@ def _adjoint_tasks(acts, w_in, b_in, w_out_t, w_in_t, w_last, b_last, seq_in, se
                 if p < n:
                     _load_rows(acts[p], r0, r1, x)
                     i, j = seq_in[p], seq_out[p]
-                    _adjoint_rows(x, g, w_in[i], b_in[i], w_out_t[j], w_in_t[i], u)
+                    _adjoint_rows(x, g, w_in[i], b_in[i], w_out_t[j], w_in_t[i], u, zero)
                 for r in range(r0, r1):
                     for a in range(d):
                         grads[p, r, a] = g[r - r0, a]
@@ -449,7 +449,7 @@ def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarra
     _run(_adjoint_tasks, _row_tasks(acts.shape[1]), acts, weights.w_in, weights.b_in, w_out_t, w_in_t, weights.w_last,
                  weights.b_last, np.ascontiguousarray(seq_in, np.int64),
                  np.ascontiguousarray(seq_out, np.int64), np.ascontiguousarray(target, np.float64),
-                 grads)
+                 grads, acts.dtype.type(0))
     return grads
 
 
