@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_kernels import random_weights
 
 from dropnet.ordering import REVERSED_SEEDS, SEEDS, seed_order
-
-from test_kernels import random_weights
 
 
 def block(w, i, j, x):
