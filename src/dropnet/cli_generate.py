@@ -156,11 +156,13 @@ def _load_solver() -> Callable:
 def demo(blocks: int, width: int, hidden: int, seed: int, keep: Path | None,
          quiet: bool) -> None:
     """Train a small network, drop it, solve it and compare the answer with the truth."""
+    from ._kernels import precompile
     from .generate import recipe
 
     solve = _load_solver()
     config = recipe("strong", blocks=blocks, width=width, hidden=hidden, rows=2000, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="dropnet-demo-") as tmp:
+    # on an empty Numba cache, the solver's late kernels compile in a helper during training
+    with precompile.in_background(), tempfile.TemporaryDirectory(prefix="dropnet-demo-") as tmp:
         out_dir = keep if keep is not None else Path(tmp)
         summary = _train_and_drop(out_dir, config, "pth", seed, quiet, keep is not None)
         for line in summary_lines(summary):
