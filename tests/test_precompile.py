@@ -66,3 +66,23 @@ with precompile.in_background(enabled=False) as helper:
                    env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "warm")}, check=True)
     warm = _python(code, tmp_path / "warm")
     assert warm.stdout.split() == ["False", "False", "True", "None"], warm.stderr[-2000:]
+
+
+def test_a_helper_that_cannot_start_is_skipped(monkeypatch):
+    """No Python to start (OSError) or no Numba cache index to read: the solve goes on alone."""
+    from dropnet._kernels import precompile
+
+    def no_python(*args, **kwargs):
+        raise OSError("no such file")
+
+    monkeypatch.setattr(precompile, "cache_is_cold", lambda: True)
+    monkeypatch.setattr(precompile.subprocess, "Popen", no_python)
+    with precompile.in_background() as helper:
+        assert helper is None
+
+
+def test_cache_check_without_numba_cache_internals_says_warm(monkeypatch):
+    from dropnet._kernels import cpu, precompile
+
+    monkeypatch.delattr(cpu._output_tasks, "_cache")
+    assert precompile.cache_is_cold() is False
