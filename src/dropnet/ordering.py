@@ -28,23 +28,33 @@ def seed_by_residual_norm(weights: BlockWeights, blk_in: np.ndarray, blk_out: np
     return np.argsort(norms, kind="stable")
 
 
+def _build(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
+           kernels: str, cost) -> np.ndarray:
+    """Build an order one block at a time: append the unused block of lowest
+    ``cost(k, acts, cand)`` ((len(cand),), k the kernel module, acts (2, m, d) with the current
+    activations in acts[0]), then advance the activations through it."""
+    k = backend(kernels)
+    remaining = list(range(len(blk_in)))
+    order = []
+    acts = np.empty((2,) + x.shape, dtype=x.dtype)  # acts[1]: room for candidates' kernels
+    acts[0] = x
+    while remaining:
+        cand = np.array(remaining)
+        best = int(cand[np.argmin(cost(k, acts, cand))])
+        order.append(best)
+        remaining.remove(best)
+        acts[0] = k.block_forward(acts[0], weights, int(blk_in[best]), int(blk_out[best]))
+    return np.array(order, dtype=np.int64)
+
+
 def seed_greedy(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
                 kernels: str = "cpu", largest: bool = False) -> np.ndarray:
     """Build the order one block at a time: append the unused block whose residual on the
     current activations is smallest (or ``largest``: trained networks differ in whether
     residuals grow or shrink with depth), then advance the activations through it."""
-    k = backend(kernels)
-    remaining = list(range(len(blk_in)))
-    order = []
-    acts = np.array(x, copy=True)
-    while remaining:
-        cand = np.array(remaining)
-        norms = k.residual_norms(acts, weights, blk_in[cand], blk_out[cand])
-        best = int(cand[np.argmax(norms) if largest else np.argmin(norms)])
-        order.append(best)
-        remaining.remove(best)
-        acts = k.block_forward(acts, weights, int(blk_in[best]), int(blk_out[best]))
-    return np.array(order, dtype=np.int64)
+    sign = -1.0 if largest else 1.0
+    return _build(weights, blk_in, blk_out, x, kernels, lambda k, acts, cand: sign * k.residual_norms(
+        acts[0], weights, blk_in[cand], blk_out[cand]))
 
 
 def seed_pursuit(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
@@ -54,21 +64,10 @@ def seed_pursuit(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
     advance the activations through it. Every block adds its term to the residual stream
     that the final layer reads, so this asks the data which block explains the most of what
     is still missing; unlike the residual-norm seeds it assumes no norm profile."""
-    k = backend(kernels)
-    remaining = list(range(len(blk_in)))
-    order = []
-    acts = np.empty((2,) + x.shape, dtype=x.dtype)  # acts[0]: the current activations
-    acts[0] = x
     target = np.ascontiguousarray(target, dtype=np.float64)
-    while remaining:
-        cand = np.array(remaining)
-        sse = k.evaluate_candidates(acts, weights, np.zeros(len(cand), np.int64),
-                                    blk_in[cand][:, None], blk_out[cand][:, None], target)
-        best = int(cand[np.argmin(sse)])
-        order.append(best)
-        remaining.remove(best)
-        acts[0] = k.block_forward(acts[0], weights, int(blk_in[best]), int(blk_out[best]))
-    return np.array(order, dtype=np.int64)
+    return _build(weights, blk_in, blk_out, x, kernels, lambda k, acts, cand: k.evaluate_candidates(
+        acts, weights, np.zeros(len(cand), np.int64), blk_in[cand][:, None],
+        blk_out[cand][:, None], target))
 
 
 def reverse(order: np.ndarray) -> np.ndarray:
