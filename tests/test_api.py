@@ -9,7 +9,7 @@ import pytest
 import dropnet
 
 EXPORTS = ["solve", "solve_loaded", "Result", "SearchOptions", "guess_without_data", "load_pieces",
-           "load_data", "assign_roles", "pair_by_dominance", "seed_order", "Climber", "Network",
+           "load_data", "assign_roles", "pair_by_dominance", "pair_with_data", "seed_order", "Climber", "Network",
            "InputError", "DropnetError"]
 
 

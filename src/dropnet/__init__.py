@@ -5,7 +5,7 @@ Public API (imported lazily, so ``import dropnet`` stays cheap):
 - :func:`solve` (pieces folder + data -> :class:`Result`), :func:`solve_loaded`,
   :class:`SearchOptions`, :func:`guess_without_data`
 - :func:`load_pieces`, :func:`load_data` (readers), :func:`assign_roles` (typing by shape)
-- :func:`pair_by_dominance` (pairing), :func:`seed_order` (seeds), :class:`Climber` (search)
+- :func:`pair_by_dominance`, :func:`pair_with_data` (pairing), :func:`seed_order` (seeds), :class:`Climber` (search)
 - ``dropnet._kernels.backend("cpu" | "cuda" | "reference")``: the compiled kernels
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ _EXPORTS = {
     "guess_without_data": "solve",
     "load_pieces": "io", "load_data": "io", "Pieces": "io", "Data": "io",
     "assign_roles": "roles", "Stack": "roles",
-    "pair_by_dominance": "pairing", "Pairing": "pairing",
+    "pair_by_dominance": "pairing", "pair_with_data": "pairing", "Pairing": "pairing",
     "seed_order": "ordering", "Climber": "search",
     "Network": "model", "InputError": "errors", "DropnetError": "errors",
 }

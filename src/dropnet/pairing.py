@@ -1,18 +1,25 @@
-"""Pair block input layers with output layers by the diagonal dominance ratio.
+"""Pair block input layers with output layers by the diagonal dominance ratio, and by the
+data when the ratio is ambiguous.
 
 Training leaves W_out W_in of a true pair with a strongly negative diagonal, so the ratio
 |tr(W_out W_in)| / ||W_out W_in||_F is large for true pairs and small for the rest; a linear
-assignment maximising the summed ratio picks the pairs.
+assignment maximising the summed ratio picks the pairs. Briefly trained networks have no such
+diagonal yet; their blocks' contributions already point at the target, which the data shows
+(:func:`data_evidence`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
 from ._kernels import backend
+from ._kernels.types import BlockWeights
 from .assignment import linear_assignment
 from .errors import InputError
 from .roles import Stack
+
+DATA_ROWS = 2000  # rows the data evidence reads
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class Pairing:
     trace: np.ndarray
     frozen: np.ndarray | None = None  # (n_in,) bool: inputs whose pair was given, never repaired
     blk_in: np.ndarray | None = None  # input layer of each block when not simply 0..n-1
+    data: np.ndarray | None = None  # (n, n) data evidence, read when the ratio is ambiguous
+    fixed: dict | None = None  # input -> output pairs known in advance (stack indices)
 
     @property
     def blocks(self) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +69,23 @@ class Pairing:
         """Smallest matched ratio over largest unmatched one (> 1: cleanly separated)."""
         return self.matched_min / max(self.unmatched_max, np.finfo(float).tiny)
 
+    def candidates(self) -> list[tuple[str, np.ndarray]]:
+        """Complete pairings worth searching from, as (name, out_for_in): the ratio's
+        assignment ("ratio") and, when the data was read, the data evidence's ("data"; on
+        generated weak nets the raw correlations paired better than standardised ones) and
+        the two standardised and summed ("joint"); duplicates dropped."""
+        found = [("ratio", self.out_for_in)]
+        if self.data is not None:
+            joint = standardise(self.data) + standardise(self.ratio)
+            for name, score in (("data", self.data), ("joint", joint)):
+                out = _assign(-score, self.fixed)
+                if not any(np.array_equal(out, o) for _, o in found):
+                    found.append((name, out))
+        return found
+
     def summary(self) -> dict:
         return {"matched_min": self.matched_min, "unmatched_max": self.unmatched_max,
-                "margin": self.margin,
+                "margin": self.margin, "data_read": self.data is not None,
                 "matched_trace_range": [float(self.trace[self.blocks].min()),
                                         float(self.trace[self.blocks].max())]}
 
@@ -80,15 +103,62 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
     k = backend(kernels)
     trace, fro = k.pair_trace_and_frobenius(stack.weights.w_in, stack.weights.w_out)
     fro = np.maximum(fro, np.finfo(np.float64).tiny)
-    cost = -np.abs(trace) / fro
+    out_for_in = _assign(_finite(-np.abs(trace) / fro), fixed)
+    frozen = np.zeros(stack.blocks, dtype=bool)
+    frozen[list((fixed or {}).keys())] = True
+    return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen, fixed=dict(fixed or {}))
+
+
+def pair_with_data(stack: Stack, x: np.ndarray, target: np.ndarray, kernels: str = "cpu",
+                   fixed: dict[int, int] | None = None) -> Pairing:
+    """:func:`pair_by_dominance`; when its pairs do not separate cleanly (margin <= 1) and
+    roles are known by shape, the data evidence is read too, so that the search can start
+    from its pairings as well (:meth:`Pairing.candidates`). x (m, d), target (m,)."""
+    pairing = pair_by_dominance(stack, kernels, fixed)
+    if stack.square or pairing.margin > 1 or len(target) < 2:
+        return pairing
+    return replace(pairing, data=data_evidence(stack.weights, x, target))
+
+
+def data_evidence(weights: BlockWeights, x: np.ndarray, target: np.ndarray,
+                  rows: int = DATA_ROWS) -> np.ndarray:
+    """(n_in, n_out): the correlation over the first ``rows`` rows between the target and
+    what block (input i, output j) would add to the output read at depth 0,
+    w_last . W_out_j ReLU(W_in_i x + b_in_i). Training turns every block's contribution
+    towards the target, and only a true pair's hidden units line up with their own output
+    weights; the depth-0 reading fades in deep networks (on generated nets it recovered
+    62-69% of 16 blocks' pairs where the dominance ratio found 6-31%, but 6% of 48)."""
+    m = min(rows, len(target))
+    x64 = np.asarray(x[:m], dtype=np.float64)
+    y = np.asarray(target[:m], dtype=np.float64)
+    y = y - y.mean()
+    v = np.einsum("d,jdh->hj", np.asarray(weights.w_last, np.float64).ravel(),
+                  np.asarray(weights.w_out, np.float64))  # (h, n_out): output read per unit
+    score = np.zeros((weights.w_in.shape[0], weights.w_out.shape[0]))
+    for i in range(weights.w_in.shape[0]):
+        hidden = np.maximum(x64 @ weights.w_in[i].T.astype(np.float64) + weights.b_in[i], 0.0)
+        added = hidden @ v
+        added -= added.mean(axis=0)
+        norms = np.linalg.norm(added, axis=0) * max(np.linalg.norm(y), np.finfo(float).tiny)
+        score[i] = (y @ added) / np.maximum(norms, np.finfo(float).tiny)
+    return _finite(score)
+
+
+def standardise(score: np.ndarray) -> np.ndarray:
+    """Entries as z-scores within their row, then within their column (n, n): evidence of
+    different units made comparable."""
+    z = (score - score.mean(axis=1, keepdims=True)) / (score.std(axis=1, keepdims=True) + 1e-12)
+    return (z - z.mean(axis=0, keepdims=True)) / (z.std(axis=0, keepdims=True) + 1e-12)
+
+
+def _assign(cost: np.ndarray, fixed: dict[int, int] | None) -> np.ndarray:
+    """Linear assignment minimising ``cost`` (n, n), with the ``fixed`` pairs kept."""
+    cost = cost.copy()
     big = 1e6
     for i, j in (fixed or {}).items():
         cost[i, :], cost[:, j] = big, big
         cost[i, j] = -big
-    out_for_in = linear_assignment(_finite(cost))
-    frozen = np.zeros(stack.blocks, dtype=bool)
-    frozen[list((fixed or {}).keys())] = True
-    return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen)
+    return linear_assignment(cost)
 
 
 def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None = None) -> Pairing:

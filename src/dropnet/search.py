@@ -327,19 +327,31 @@ def reinsert(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, removed:
     return cur_in, cur_out
 
 
-def kick(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, rng: np.random.Generator
+def kick(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, rng: np.random.Generator,
+         exchanges: Callable[[np.ndarray, np.ndarray], Moves] | None = None
          ) -> tuple[np.ndarray, np.ndarray]:
     """The iterated local search's kick: 2-4 blocks taken out, anywhere or (half the time)
     within 13 neighbouring positions, where coupled misplacements sit, and put back by
     :func:`reinsert`. On generated 32-block networks stuck at MSE 2e-3 it certified in
-    3-26 s where random moves (:func:`perturb`) had not in 60 s."""
+    3-26 s where random moves (:func:`perturb`) had not in 60 s. With ``exchanges`` (a
+    pairing-repair neighbourhood, for ambiguous pairings), half the kicks first exchange the
+    output layers of one random move of it, and those two blocks are among those taken out."""
     n = len(seq_in)
+    forced = np.empty(0, np.int64)
+    if exchanges is not None and rng.integers(0, 2):
+        moves = exchanges(seq_in, seq_out)
+        if len(moves):
+            c = int(rng.integers(0, len(moves)))
+            seq_in, seq_out = moves.seq_in[c], moves.seq_out[c]
+            forced = np.array([moves.lo[c], moves.hi[c]])
     if rng.integers(0, 2):
         pool = np.arange(n)
     else:
         centre = int(rng.integers(0, n))
         pool = np.arange(max(0, centre - 6), min(n, centre + 7))
-    removed = rng.choice(pool, min(len(pool), int(rng.integers(2, 5))), replace=False)
+    pool = np.setdiff1d(pool, forced)
+    count = min(len(pool), max(0, int(rng.integers(2, 5)) - len(forced)))
+    removed = np.concatenate([forced, rng.choice(pool, count, replace=False)]).astype(np.int64)
     return reinsert(climber, seq_in, seq_out, removed)
 
 

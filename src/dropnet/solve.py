@@ -13,7 +13,7 @@ from ._kernels import backend
 from .errors import InputError
 from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pieces
 from .ordering import REVERSED_SEEDS, SEEDS, reverse, seed_order
-from .pairing import Pairing, known_pairs, pair_by_dominance
+from .pairing import Pairing, known_pairs, pair_by_dominance, pair_with_data
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
                      kick, orientation_flips, output_exchanges)
@@ -28,6 +28,7 @@ LAZY_SEEDS = ("greedy-max", "pursuit")  # auto builds these only when the first 
 WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too costly to prove)
 OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
+DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
 Progress = Callable[[str], None]
 
 
@@ -101,10 +102,13 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                          f"width {stack.width}")
     if options.seed != "auto" and options.seed not in SEEDS:
         raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
-    pairing = _pair(stack, options)
+    pairing = pair_with_data(stack, data.x, data.target, options.kernels,
+                             known_pairs(stack, list(options.known_pairs)))
     timings["pair"] = time.perf_counter() - t
     say(f"paired {stack.blocks} blocks: matched ratio >= {pairing.matched_min:.3g}, "
-        f"unmatched <= {pairing.unmatched_max:.3g}")
+        f"unmatched <= {pairing.unmatched_max:.3g}"
+        + ("; ambiguous, the data's pairings are searched too" if pairing.data is not None
+           else ""))
     t = time.perf_counter()
     best, log, tol = _order(stack, pairing, data, options, say, timings)
     timings["order"] = time.perf_counter() - t - timings.get("certify", 0.0)
@@ -168,14 +172,19 @@ def _neighbourhoods(pairing: Pairing, n: int, square: bool) -> list:
 def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndarray:
     """For each input layer, up to ``width`` other output layers whose evidence is within a
     factor PLAUSIBLE of the chosen pair's (-1 elsewhere): where the weights separate pairs
-    cleanly the search does not trade them for a lower MSE at a wrong order."""
+    cleanly the search does not trade them for a lower MSE at a wrong order. When the data
+    evidence was read (ambiguous ratios), its DATA_ALTERNATIVES likeliest outputs too."""
     evidence = pairing.evidence
     blk_in, blk_out = pairing.blocks
     chosen = np.full(evidence.shape[0], np.inf)
     chosen[blk_in] = evidence[blk_in, blk_out]
     ranked = np.argsort(-evidence, axis=1)[:, : min(width, n)]
     keep = np.take_along_axis(evidence, ranked, axis=1) * PLAUSIBLE >= chosen[:, None]
-    return np.where(keep, ranked, -1)
+    plausible = np.where(keep, ranked, -1)
+    if pairing.data is None:
+        return plausible
+    by_data = np.argsort(-pairing.data, axis=1)[:, : min(DATA_ALTERNATIVES, n)]
+    return by_data
 
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
@@ -228,6 +237,8 @@ class _Run:
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
         self.deadline = time.perf_counter() + options.time_limit
         self.hoods = _neighbourhoods(pairing, stack.blocks, stack.square)
+        self.exchanges = (output_exchanges(_plausible_alternatives(pairing, stack.blocks),
+                                           pairing.frozen) if pairing.data is not None else None)
         self.best: _Best | None = None
 
     def climber(self, rows: int) -> Climber:
@@ -307,7 +318,8 @@ class _Walker:
         run, done = self.run, 0
         while not run.done() and (kicks is None or done < kicks):
             self.kicks, done = self.kicks + 1, done + 1
-            kicked = kick(self.climber, self.incumbent.seq_in, self.incumbent.seq_out, self.rng)
+            kicked = kick(self.climber, self.incumbent.seq_in, self.incumbent.seq_out, self.rng,
+                          run.exchanges)
             state = descend(self.climber, self.climber.start(*kicked), run.hoods[:-1],
                             run.options.max_rounds, run.deadline, run.tol, limit=ILS_LIMIT)
             if state.sse >= self.incumbent.sse:
@@ -337,18 +349,22 @@ def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOpt
                   names: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The seeds called ``names`` as (name, seq_in, seq_out), the lowest MSE on the search
     rows first. For auto, each seed is also read the other way round: norm and residual
-    profiles run either way with depth."""
+    profiles run either way with depth. Each of the pairing's candidates gets every seed
+    (named seed/pairing beyond the first candidate): the data decides between them."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
     weights32 = stack.weights.astype(np.float32)
-    blk_in, blk_out = pairing.blocks
-    built: dict[str, np.ndarray] = {}
-    for name in names:
-        base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when that was built
-        built[name] = (reverse(built[base]) if name.endswith("-rev") and base in built
-                       else seed_order(name, weights32, blk_in, blk_out, x, options.kernels,
-                                       data.target[:m]))
-    seeds = [(name, blk_in[order], blk_out[order]) for name, order in built.items()]
+    blk_in = pairing.blocks[0]
+    seeds = []
+    for k, (pname, blk_out) in enumerate(pairing.candidates()):
+        built: dict[str, np.ndarray] = {}
+        for name in names:
+            base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when built
+            built[name] = (reverse(built[base]) if name.endswith("-rev") and base in built
+                           else seed_order(name, weights32, blk_in, blk_out, x,
+                                           options.kernels, data.target[:m]))
+        suffix = f"/{pname}" if k else ""
+        seeds += [(name + suffix, blk_in[order], blk_out[order]) for name, order in built.items()]
     scores = backend(options.kernels).evaluate_candidates(  # every seed from the inputs
         x[None], weights32, np.zeros(len(seeds), np.int64), np.stack([s[1] for s in seeds]),
         np.stack([s[2] for s in seeds]), data.target[:m])

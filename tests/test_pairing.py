@@ -1,0 +1,98 @@
+"""Pairing by the data when the dominance ratio is ambiguous: the data evidence against a
+plain reading of its definition, the standardisation, and which pairings are offered."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dropnet._kernels import BlockWeights
+from dropnet.pairing import data_evidence, pair_by_dominance, pair_with_data, standardise
+from dropnet.roles import Stack
+
+
+def random_stack(rng, n, d, h, paired=0.0) -> Stack:
+    """n blocks; ``paired`` > 0 makes W_out[k] = -paired W_in[k]^T + noise (a clean ratio)."""
+    w_in = rng.standard_normal((n, h, d)) / np.sqrt(d)
+    w_out = rng.standard_normal((n, d, h)) / np.sqrt(h) - paired * w_in.transpose(0, 2, 1)
+    weights = BlockWeights(w_in, 0.1 * rng.standard_normal((n, h)), w_out,
+                           0.1 * rng.standard_normal((n, d)), rng.standard_normal(d),
+                           rng.standard_normal(1))
+    ids = np.arange(n)
+    return Stack(weights, ids, ids + n, 2 * n)
+
+
+def naive_evidence(w: BlockWeights, x, target):
+    n = w.w_in.shape[0]
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            added = [w.w_last @ w.w_out[j] @ np.maximum(w.w_in[i] @ row + w.b_in[i], 0)
+                     for row in x]
+            out[i, j] = np.corrcoef(added, target)[0, 1] if np.std(added) > 0 else 0.0
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 5), st.integers(3, 30), st.integers(1, 6), st.integers(1, 7),
+       st.integers(0, 2**32 - 1))
+def test_data_evidence_matches_its_definition(n, m, d, h, seed):
+    rng = np.random.default_rng(seed)
+    w = random_stack(rng, n, d, h).weights
+    x, target = rng.standard_normal((m, d)), rng.standard_normal(m)
+    np.testing.assert_allclose(data_evidence(w, x, target), naive_evidence(w, x, target),
+                               atol=1e-9)
+
+
+def test_data_evidence_reads_only_its_rows():
+    rng = np.random.default_rng(1)
+    w = random_stack(rng, 3, 4, 5).weights
+    x, target = rng.standard_normal((40, 4)), rng.standard_normal(40)
+    x2, target2 = x.copy(), target.copy()
+    x2[10:], target2[10:] = 9.0, -9.0
+    np.testing.assert_array_equal(data_evidence(w, x, target, rows=10),
+                                  data_evidence(w, x2, target2, rows=10))
+
+
+def test_standardise_centres_columns_and_scales_rows():
+    z = standardise(np.random.default_rng(2).standard_normal((6, 6)) * 5 + 3)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-9)
+
+
+def test_clean_ratio_reads_no_data():
+    rng = np.random.default_rng(3)
+    stack = random_stack(rng, 6, 8, 16, paired=2.0)
+    assert pair_by_dominance(stack).margin > 1
+    pairing = pair_with_data(stack, rng.standard_normal((50, 8)), rng.standard_normal(50))
+    assert pairing.data is None and [name for name, _ in pairing.candidates()] == ["ratio"]
+    np.testing.assert_array_equal(pairing.out_for_in, np.arange(6))
+
+
+def test_ambiguous_ratio_offers_the_datas_pairing():
+    """Unpaired weights, and a target made by the blocks (k, perm[k]): the data evidence
+    finds perm, the ratio does not, and every candidate is a permutation."""
+    rng = np.random.default_rng(0)
+    n, d, h, m = 6, 16, 128, 400
+    stack = random_stack(rng, n, d, h)
+    w, perm = stack.weights, rng.permutation(n)
+    x = rng.standard_normal((m, d))
+    target = sum(np.maximum(x @ w.w_in[k].T + w.b_in[k], 0) @ w.w_out[perm[k]].T @ w.w_last
+                 for k in range(n))
+    pairing = pair_with_data(stack, x, target)
+    assert pairing.data is not None and pairing.summary()["data_read"]
+    found = dict(pairing.candidates())
+    assert not np.array_equal(found["ratio"], perm)
+    np.testing.assert_array_equal(found["data"], perm)
+    for out in found.values():
+        assert sorted(out.tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("fixed", [{0: 3}, {1: 1, 4: 0}])
+def test_known_pairs_hold_in_every_candidate(fixed):
+    rng = np.random.default_rng(5)
+    stack = random_stack(rng, 6, 8, 16)
+    pairing = pair_with_data(stack, rng.standard_normal((80, 8)), rng.standard_normal(80),
+                             fixed=fixed)
+    for _, out in pairing.candidates():
+        assert all(out[i] == j for i, j in fixed.items())
