@@ -28,6 +28,10 @@ FAMILIES = [  # (regime, overrides)
     ("strong_adam", dict(blocks=48, width=48, hidden=96, rows=2000)),
     ("strong", dict(blocks=64, width=32, hidden=64, rows=2000)),
     ("strong", dict(blocks=96, width=32, hidden=64, rows=2000)),
+    ("weak", dict(blocks=8, width=16, hidden=32, rows=2000)),
+    ("weak", dict(blocks=12, width=16, hidden=32, rows=2000)),
+    ("weak", dict(blocks=16, width=24, hidden=48, rows=2000)),
+    ("weak", dict(blocks=48, width=48, hidden=96, rows=2000)),
 ]
 QUICK = FAMILIES[:3]
 

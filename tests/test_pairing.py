@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dropnet._kernels import BlockWeights
-from dropnet.pairing import data_evidence, pair_by_dominance, pair_with_data, standardise
+from dropnet.pairing import (
+    data_evidence,
+    pair_by_dominance,
+    pair_with_data,
+    standardise,
+)
 from dropnet.roles import Stack
 
 
