@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,7 @@ WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too cos
 OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
 DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
+PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
 Progress = Callable[[str], None]
 
 
@@ -184,7 +185,7 @@ def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndar
     if pairing.data is None:
         return plausible
     by_data = np.argsort(-pairing.data, axis=1)[:, : min(DATA_ALTERNATIVES, n)]
-    return by_data
+    return np.concatenate([by_data, plausible], axis=1)  # the neighbourhood drops repeats
 
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
@@ -195,17 +196,22 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     each, then the walker with the highest MSE on the search rows is dropped, and so is any
     walker BEHIND times the best one's MSE or more (it is skipped within a round too); the
     last one walks on until certified or out of budget."""
-    run = _Run(stack, pairing, data, options, say, timings)
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
-    seeds = _ranked_seeds(stack, pairing, data, options, [n for n in names if n not in lazy])
+    blk_in = pairing.blocks[0]
+    seeds, pairings = _ranked_seeds(stack, blk_in, pairing.candidates(), data, options,
+                                    [n for n in names if n not in lazy])
+    if pairing.data is not None and len(pairings) == 1 and pairings[0][0] == "ratio":
+        say("the data's pairings start far worse than the ratio's: searching the ratio's only")
+        pairing = replace(pairing, data=None)
+    run = _Run(stack, pairing, data, options, say, timings)
     name, seq_in, seq_out = seeds[0]
     cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
     descended = {name: run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]}
     if run.done():
         return run.best, run.log, run.tol
     if lazy:
-        seeds += _ranked_seeds(stack, pairing, data, options, lazy)
+        seeds += _ranked_seeds(stack, blk_in, pairings, data, options, lazy)[0]
     trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
                     key=lambda item: item[2])
     say("seeds after a quick descent: " + ", ".join(
@@ -345,18 +351,20 @@ def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
     return sum((int(i), int(j)) not in chosen for i, j in zip(seq_in, seq_out))
 
 
-def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
-                  names: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _ranked_seeds(stack: Stack, blk_in: np.ndarray, pairings: list[tuple[str, np.ndarray]],
+                  data: Data, options: SearchOptions, names: list[str]
+                  ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[tuple[str, np.ndarray]]]:
     """The seeds called ``names`` as (name, seq_in, seq_out), the lowest MSE on the search
     rows first. For auto, each seed is also read the other way round: norm and residual
-    profiles run either way with depth. Each of the pairing's candidates gets every seed
-    (named seed/pairing beyond the first candidate): the data decides between them."""
+    profiles run either way with depth. Block k is input layer blk_in[k] (n,) and, in each
+    candidate pairing (name, out_for_in (n,)), output layer out_for_in[k]; each gets every
+    seed, named seed/pairing beyond the first; a pairing whose best seed's MSE is over
+    PAIRING_SPREAD times the best one's is dropped. Returns (seeds, pairings kept)."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
     weights32 = stack.weights.astype(np.float32)
-    blk_in = pairing.blocks[0]
-    seeds = []
-    for k, (pname, blk_out) in enumerate(pairing.candidates()):
+    seeds, owner = [], []
+    for k, (pname, blk_out) in enumerate(pairings):
         built: dict[str, np.ndarray] = {}
         for name in names:
             base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when built
@@ -365,10 +373,15 @@ def _ranked_seeds(stack: Stack, pairing: Pairing, data: Data, options: SearchOpt
                                            options.kernels, data.target[:m]))
         suffix = f"/{pname}" if k else ""
         seeds += [(name + suffix, blk_in[order], blk_out[order]) for name, order in built.items()]
+        owner += [k] * len(built)
     scores = backend(options.kernels).evaluate_candidates(  # every seed from the inputs
         x[None], weights32, np.zeros(len(seeds), np.int64), np.stack([s[1] for s in seeds]),
         np.stack([s[2] for s in seeds]), data.target[:m])
-    return [seeds[i] for i in np.argsort(scores, kind="stable")]
+    owner = np.array(owner)
+    best = np.array([scores[owner == k].min() for k in range(len(pairings))])
+    kept = np.flatnonzero(best <= PAIRING_SPREAD * best.min())
+    ranked = [i for i in np.argsort(scores, kind="stable") if owner[i] in kept]
+    return [seeds[i] for i in ranked], [pairings[k] for k in kept]
 
 
 def _seed_names(seed: str) -> tuple[str, ...]:
