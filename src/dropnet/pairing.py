@@ -122,18 +122,19 @@ def pair_with_data(stack: Stack, x: np.ndarray, target: np.ndarray, kernels: str
 
 def data_evidence(weights: BlockWeights, x: np.ndarray, target: np.ndarray,
                   rows: int = DATA_ROWS) -> np.ndarray:
-    """(n_in, n_out): the correlation over the first ``rows`` rows between the target and
-    what block (input i, output j) would add to the output read at depth 0,
-    w_last . W_out_j ReLU(W_in_i x + b_in_i). Training turns every block's contribution
-    towards the target, and only a true pair's hidden units line up with their own output
-    weights; the depth-0 reading fades in deep networks (on generated nets it recovered
-    62-69% of 16 blocks' pairs where the dominance ratio found 6-31%, but 6% of 48)."""
+    """(n_in, n_out): the correlation over the first ``rows`` rows between what the blocks
+    add to the output, target - w_last . x (the skip path's known share taken out), and what
+    block (input i, output j) would add at depth 0, w_last . W_out_j ReLU(W_in_i x + b_in_i).
+    Training turns every block's contribution towards the target, and only a true pair's
+    hidden units line up with their own output weights. On generated weak nets (3 epochs of
+    Adam) its assignment recovered 75-100% of 16 blocks' pairs and 23% of 48 blocks', where
+    the dominance ratio found 0-31%; without the skip path taken out, 44-69% and 6%."""
     m = min(rows, len(target))
     x64 = np.asarray(x[:m], dtype=np.float64)
-    y = np.asarray(target[:m], dtype=np.float64)
+    w_last = np.asarray(weights.w_last, np.float64).ravel()
+    y = np.asarray(target[:m], dtype=np.float64) - x64 @ w_last
     y = y - y.mean()
-    v = np.einsum("d,jdh->hj", np.asarray(weights.w_last, np.float64).ravel(),
-                  np.asarray(weights.w_out, np.float64))  # (h, n_out): output read per unit
+    v = np.einsum("d,jdh->hj", w_last, np.asarray(weights.w_out, np.float64))  # (h, n_out)
     score = np.zeros((weights.w_in.shape[0], weights.w_out.shape[0]))
     for i in range(weights.w_in.shape[0]):
         hidden = np.maximum(x64 @ weights.w_in[i].T.astype(np.float64) + weights.b_in[i], 0.0)
