@@ -72,7 +72,7 @@ def test_clean_ratio_reads_no_data():
     stack = random_stack(rng, 6, 8, 16, paired=2.0)
     assert pair_by_dominance(stack).margin > 1
     pairing = pair_with_data(stack, rng.standard_normal((50, 8)), rng.standard_normal(50))
-    assert pairing.data is None and [name for name, _ in pairing.candidates()] == ["ratio"]
+    assert pairing.data is None and [c[0] for c in pairing.candidates()] == ["ratio"]
     np.testing.assert_array_equal(pairing.out_for_in, np.arange(6))
 
 
@@ -88,7 +88,7 @@ def test_ambiguous_ratio_offers_the_datas_pairing():
                                 @ w.w_out[perm[k]].T @ w.w_last for k in range(n))
     pairing = pair_with_data(stack, x, target)
     assert pairing.data is not None and pairing.summary()["data_read"]
-    found = dict(pairing.candidates())
+    found = {name: out for name, _, out in pairing.candidates()}
     assert not np.array_equal(found["ratio"], perm)
     np.testing.assert_array_equal(found["data"], perm)
     for out in found.values():
@@ -101,5 +101,27 @@ def test_known_pairs_hold_in_every_candidate(fixed):
     stack = random_stack(rng, 6, 8, 16)
     pairing = pair_with_data(stack, rng.standard_normal((80, 8)), rng.standard_normal(80),
                              fixed=fixed)
-    for _, out in pairing.candidates():
+    for _, _, out in pairing.candidates():
         assert all(out[i] == j for i, j in fixed.items())
+
+
+def test_square_pieces_are_matched_and_oriented_by_the_data():
+    """h = d: every layer may be an input or an output. A target made by n blocks of 2n
+    random d x d layers: the data's candidate finds every pair in its orientation."""
+    rng = np.random.default_rng(7)
+    n, d, m = 4, 24, 600
+    w = rng.standard_normal((2 * n, d, d)) / np.sqrt(d)
+    b = 0.1 * rng.standard_normal((2 * n, d))
+    w_last = rng.standard_normal(d)
+    weights = BlockWeights(w, b, w.copy(), b.copy(), w_last, rng.standard_normal(1))
+    ids = np.arange(2 * n)
+    stack = Stack(weights, ids, ids.copy(), 2 * n, square=True)
+    layers = rng.permutation(2 * n).reshape(n, 2)  # (input, output) of each true block
+    x = rng.standard_normal((m, d))
+    target = x @ w_last + sum(np.maximum(x @ w[i].T + b[i], 0) @ w[j].T @ w_last
+                              for i, j in layers)
+    pairing = pair_with_data(stack, x, target)
+    assert pairing.data is not None and pairing.data.shape == (2 * n, 2 * n)
+    found = {name: (ins, outs) for name, ins, outs in pairing.candidates()}
+    ins, outs = found["data"]
+    assert sorted(zip(ins.tolist(), outs.tolist())) == sorted(map(tuple, layers.tolist()))

@@ -69,18 +69,22 @@ class Pairing:
         """Smallest matched ratio over largest unmatched one (> 1: cleanly separated)."""
         return self.matched_min / max(self.unmatched_max, np.finfo(float).tiny)
 
-    def candidates(self) -> list[tuple[str, np.ndarray]]:
-        """Complete pairings worth searching from, as (name, out_for_in): the ratio's
-        assignment ("ratio") and, when the data was read, the data evidence's ("data"; on
-        generated weak nets the raw correlations paired better than standardised ones) and
-        the two standardised and summed ("joint"); duplicates dropped."""
-        found = [("ratio", self.out_for_in)]
+    def candidates(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Complete pairings worth searching from, as (name, blk_in, blk_out) (n,) each: the
+        ratio's ("ratio") and, when the data was read, the data evidence's ("data"; on
+        generated weak nets raw correlations paired better than standardised ones) and the
+        two standardised and summed ("joint"); duplicates dropped."""
+        found = [("ratio", *self.blocks)]
         if self.data is not None:
             joint = standardise(self.data) + standardise(self.ratio)
             for name, score in (("data", self.data), ("joint", joint)):
-                out = _assign(-score, self.fixed)
-                if not any(np.array_equal(out, o) for _, o in found):
-                    found.append((name, out))
+                if self.blk_in is None:
+                    ins, outs = np.arange(len(score)), _assign(-score, self.fixed)
+                else:  # square pieces: match the 2n layers, orient by the score
+                    ins, outs = _match_square(np.maximum(score, score.T), score, self.fixed)
+                if not any(np.array_equal(ins, i) and np.array_equal(outs, o)
+                           for _, i, o in found):
+                    found.append((name, ins, outs))
         return found
 
     def summary(self) -> dict:
@@ -111,11 +115,12 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
 
 def pair_with_data(stack: Stack, x: np.ndarray, target: np.ndarray, kernels: str = "cpu",
                    fixed: dict[int, int] | None = None) -> Pairing:
-    """:func:`pair_by_dominance`; when its pairs do not separate cleanly (margin <= 1) and
-    roles are known by shape, the data evidence is read too, so that the search can start
-    from its pairings as well (:meth:`Pairing.candidates`). x (m, d), target (m,)."""
+    """:func:`pair_by_dominance`; when its pairs do not separate cleanly (margin <= 1) the
+    data evidence is read too ((2n, 2n) over every layer in both roles for h = d), so that
+    the search can start from its pairings as well (:meth:`Pairing.candidates`).
+    x (m, d), target (m,)."""
     pairing = pair_by_dominance(stack, kernels, fixed)
-    if stack.square or pairing.margin > 1 or len(target) < 2:
+    if pairing.margin > 1 or len(target) < 2:
         return pairing
     return replace(pairing, data=data_evidence(stack.weights, x, target))
 
@@ -168,14 +173,24 @@ def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None
     (the search flips orientations the data disagrees with)."""
     trace, fro = backend(kernels).pair_trace_and_frobenius(stack.weights.w_in, stack.weights.w_out)
     fro = np.maximum(fro, np.finfo(np.float64).tiny)
-    evidence = np.abs(trace) / fro
-    sym = np.abs(trace) / np.sqrt(fro * fro.T)
-    big = 1e6
-    np.fill_diagonal(sym, -big)
+    blk_in, out_for_in = _match_square(np.abs(trace) / np.sqrt(fro * fro.T), np.abs(trace) / fro,
+                                       fixed)
+    frozen = np.zeros(len(trace), dtype=bool)
+    frozen[list((fixed or {}).keys())] = True
+    return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen, blk_in, fixed=dict(fixed or {}))
+
+
+def _match_square(sym: np.ndarray, evidence: np.ndarray, fixed: dict[int, int] | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of 2n layers from a symmetric score (2n, 2n), larger for likelier pairs: the
+    ``fixed`` ones, then mutual choices of a linear assignment, then greedily; each oriented
+    by the larger ``evidence[input, output]``. Returns (blk_in, out_for_in) (n,)."""
+    sym = sym.copy()
+    np.fill_diagonal(sym, -1e6)
     blocks = dict(fixed or {})
     taken = set(blocks) | set(blocks.values())
 
-    def add(a: int, b: int) -> None:  # orient by the larger dominance ratio
+    def add(a: int, b: int) -> None:
         i, j = (a, b) if evidence[a, b] >= evidence[b, a] else (b, a)
         blocks[i] = j
         taken.update((a, b))
@@ -185,16 +200,13 @@ def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None
         if a < b and cols[b] == a and a not in taken and b not in taken:
             add(int(a), int(b))
     free = [a for a in range(len(sym)) if a not in taken]
-    while free:  # the rest greedily by the symmetric evidence
+    while free:  # the rest greedily by the symmetric score
         sub = sym[np.ix_(free, free)]
         a, b = np.unravel_index(np.argmax(sub), sub.shape)
         add(free[a], free[b])
         free = [c for c in free if c not in taken]
     blk_in = np.array(sorted(blocks), dtype=np.int64)
-    frozen = np.zeros(len(sym), dtype=bool)
-    frozen[list((fixed or {}).keys())] = True
-    return Pairing(np.array([blocks[i] for i in blk_in], dtype=np.int64), np.abs(trace) / fro,
-                   trace, frozen, blk_in)
+    return blk_in, np.array([blocks[i] for i in blk_in], dtype=np.int64)
 
 
 def _finite(cost: np.ndarray) -> np.ndarray:

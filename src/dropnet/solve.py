@@ -198,10 +198,9 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     last one walks on until certified or out of budget."""
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
-    blk_in = pairing.blocks[0]
-    seeds, pairings = _ranked_seeds(stack, blk_in, pairing.candidates(), data, options,
+    seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
                                     [n for n in names if n not in lazy])
-    if pairing.data is not None and len(pairings) == 1 and pairings[0][0] == "ratio":
+    if pairing.data is not None and [p[0] for p in pairings] == ["ratio"]:
         say("the data's pairings start far worse than the ratio's: searching the ratio's only")
         pairing = replace(pairing, data=None)
     run = _Run(stack, pairing, data, options, say, timings)
@@ -211,7 +210,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     if run.done():
         return run.best, run.log, run.tol
     if lazy:
-        seeds += _ranked_seeds(stack, blk_in, pairings, data, options, lazy)[0]
+        seeds += _ranked_seeds(stack, pairings, data, options, lazy)[0]
     trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
                     key=lambda item: item[2])
     say("seeds after a quick descent: " + ", ".join(
@@ -351,20 +350,19 @@ def _repaired(pairing: Pairing, seq_in: np.ndarray, seq_out: np.ndarray) -> int:
     return sum((int(i), int(j)) not in chosen for i, j in zip(seq_in, seq_out))
 
 
-def _ranked_seeds(stack: Stack, blk_in: np.ndarray, pairings: list[tuple[str, np.ndarray]],
-                  data: Data, options: SearchOptions, names: list[str]
-                  ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[tuple[str, np.ndarray]]]:
+def _ranked_seeds(stack: Stack, pairings: list[tuple[str, np.ndarray, np.ndarray]], data: Data,
+                  options: SearchOptions, names: list[str]) -> tuple[list, list]:
     """The seeds called ``names`` as (name, seq_in, seq_out), the lowest MSE on the search
     rows first. For auto, each seed is also read the other way round: norm and residual
-    profiles run either way with depth. Block k is input layer blk_in[k] (n,) and, in each
-    candidate pairing (name, out_for_in (n,)), output layer out_for_in[k]; each gets every
+    profiles run either way with depth. Each candidate pairing (name, blk_in, blk_out) (n,),
+    block k being layers (blk_in[k], blk_out[k]), gets every
     seed, named seed/pairing beyond the first; a pairing whose best seed's MSE is over
     PAIRING_SPREAD times the best one's is dropped. Returns (seeds, pairings kept)."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
     weights32 = stack.weights.astype(np.float32)
     seeds, owner = [], []
-    for k, (pname, blk_out) in enumerate(pairings):
+    for k, (pname, blk_in, blk_out) in enumerate(pairings):
         built: dict[str, np.ndarray] = {}
         for name in names:
             base = name.rsplit("-", 1)[0]  # a reversed seed reuses its base when built
