@@ -55,8 +55,11 @@ def pairing_warning(summary: dict) -> str | None:
     if summary["matched_min"] >= THIN_MARGIN * summary["unmatched_max"]:
         return None
     return (f"warning: thin pairing margin (smallest matched ratio {summary['matched_min']:.3g} "
-            f"vs largest unmatched {summary['unmatched_max']:.3g}); the search repairs pairs "
-            "from the data, but an MSE plateau around 0.03-0.5 usually means wrong pairs")
+            f"vs largest unmatched {summary['unmatched_max']:.3g}); "
+            + ("pairings read from the data were searched too; " if summary.get("data_read")
+               else "")
+            + "the search repairs pairs from the data, but an MSE plateau around 0.03-0.5 "
+            "usually means wrong pairs")
 
 
 @main.command()

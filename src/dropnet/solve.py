@@ -355,9 +355,9 @@ def _ranked_seeds(stack: Stack, pairings: list[tuple[str, np.ndarray, np.ndarray
     """The seeds called ``names`` as (name, seq_in, seq_out), the lowest MSE on the search
     rows first. For auto, each seed is also read the other way round: norm and residual
     profiles run either way with depth. Each candidate pairing (name, blk_in, blk_out) (n,),
-    block k being layers (blk_in[k], blk_out[k]), gets every
-    seed, named seed/pairing beyond the first; a pairing whose best seed's MSE is over
-    PAIRING_SPREAD times the best one's is dropped. Returns (seeds, pairings kept)."""
+    block k being layers (blk_in[k], blk_out[k]), gets every seed, named seed/pairing for
+    pairings other than the ratio's; a pairing whose best seed's MSE is over PAIRING_SPREAD
+    times the best one's is dropped. Returns (seeds, pairings kept)."""
     m = min(options.rows, data.rows)
     x = np.ascontiguousarray(data.x[:m], dtype=np.float32)
     weights32 = stack.weights.astype(np.float32)
@@ -369,7 +369,7 @@ def _ranked_seeds(stack: Stack, pairings: list[tuple[str, np.ndarray, np.ndarray
             built[name] = (reverse(built[base]) if name.endswith("-rev") and base in built
                            else seed_order(name, weights32, blk_in, blk_out, x,
                                            options.kernels, data.target[:m]))
-        suffix = f"/{pname}" if k else ""
+        suffix = f"/{pname}" if pname != "ratio" else ""
         seeds += [(name + suffix, blk_in[order], blk_out[order]) for name, order in built.items()]
         owner += [k] * len(built)
     scores = backend(options.kernels).evaluate_candidates(  # every seed from the inputs
