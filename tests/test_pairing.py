@@ -125,3 +125,26 @@ def test_square_pieces_are_matched_and_oriented_by_the_data():
     found = {name: (ins, outs) for name, ins, outs in pairing.candidates()}
     ins, outs = found["data"]
     assert sorted(zip(ins.tolist(), outs.tolist())) == sorted(map(tuple, layers.tolist()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 7), st.booleans(), st.integers(0, 2**32 - 1))
+def test_every_candidate_uses_each_layer_once(n, square, seed):
+    """Whatever the weights and data, each candidate pairing is n blocks that use every
+    layer exactly once (for h = d: all 2n layers, each in one role)."""
+    rng = np.random.default_rng(seed)
+    d = 6
+    if square:
+        w = rng.standard_normal((2 * n, d, d))
+        b = rng.standard_normal((2 * n, d))
+        weights = BlockWeights(w, b, w.copy(), b.copy(), rng.standard_normal(d),
+                               rng.standard_normal(1))
+        stack = Stack(weights, np.arange(2 * n), np.arange(2 * n), 2 * n, square=True)
+    else:
+        stack = random_stack(rng, n, d, 9)
+    pairing = pair_with_data(stack, rng.standard_normal((30, d)), rng.standard_normal(30))
+    for name, ins, outs in pairing.candidates():
+        assert len(ins) == len(outs) == n, name
+        used = np.concatenate([ins, outs]) if square else ins
+        assert sorted(used.tolist()) == list(range(len(used))), name
+        assert sorted(outs.tolist()) == sorted(set(outs.tolist())), name
