@@ -26,14 +26,15 @@ DATA_ROWS = 2000  # rows the data evidence reads
 class Pairing:
     """``out_for_in[k]`` is the output layer of block k, whose input layer is ``blk_in[k]``
     (default: k) (stack indices);
-    ``ratio`` (|tr| / ||.||_F, the dominance ratio) and ``trace`` are (n, n), [input, output]."""
+    ``ratio`` (|tr| / ||.||_F, the dominance ratio) and ``trace`` are (n, n), [input, output]
+    ((2n, 2n) for h = d), and so is ``data`` (:func:`data_evidence`) when it was read."""
 
     out_for_in: np.ndarray
     ratio: np.ndarray
     trace: np.ndarray
     frozen: np.ndarray | None = None  # (n_in,) bool: inputs whose pair was given, never repaired
     blk_in: np.ndarray | None = None  # input layer of each block when not simply 0..n-1
-    data: np.ndarray | None = None  # (n, n) data evidence, read when the ratio is ambiguous
+    data: np.ndarray | None = None  # data evidence, read when the ratio is ambiguous
     fixed: dict | None = None  # input -> output pairs known in advance (stack indices)
 
     @property
