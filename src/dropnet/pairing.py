@@ -35,13 +35,19 @@ class Pairing:
     frozen: np.ndarray | None = None  # (n_in,) bool: inputs whose pair was given, never repaired
     blk_in: np.ndarray | None = None  # input layer of each block when not simply 0..n-1
     data: np.ndarray | None = None  # data evidence, read when the ratio is ambiguous
-    fixed: dict | None = None  # input -> output pairs known in advance (stack indices)
 
     @property
     def blocks(self) -> tuple[np.ndarray, np.ndarray]:
         """(blk_in, blk_out) (n,): block k is input layer blk_in[k], output blk_out[k]."""
         ins = np.arange(len(self.out_for_in)) if self.blk_in is None else self.blk_in
         return ins, self.out_for_in
+
+    @property
+    def fixed(self) -> dict[int, int]:
+        """The pairs known in advance, input -> output (stack indices): the frozen blocks."""
+        if self.frozen is None:
+            return {}
+        return {int(i): int(j) for i, j in zip(*self.blocks) if self.frozen[i]}
 
     @property
     def evidence(self) -> np.ndarray:
@@ -111,9 +117,7 @@ def pair_by_dominance(stack: Stack, kernels: str = "cpu",
     trace, fro = k.pair_trace_and_frobenius(stack.weights.w_in, stack.weights.w_out)
     fro = np.maximum(fro, np.finfo(np.float64).tiny)
     out_for_in = _assign(_finite(-np.abs(trace) / fro), fixed)
-    frozen = np.zeros(stack.blocks, dtype=bool)
-    frozen[list((fixed or {}).keys())] = True
-    return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen, fixed=dict(fixed or {}))
+    return Pairing(out_for_in, np.abs(trace) / fro, trace, _frozen(stack.blocks, fixed))
 
 
 def pair_with_data(stack: Stack, x: np.ndarray, target: np.ndarray, kernels: str = "cpu",
@@ -178,9 +182,14 @@ def pair_square(stack: Stack, kernels: str = "cpu", fixed: dict[int, int] | None
     fro = np.maximum(fro, np.finfo(np.float64).tiny)
     blk_in, out_for_in = _match_square(np.abs(trace) / np.sqrt(fro * fro.T), np.abs(trace) / fro,
                                        fixed)
-    frozen = np.zeros(len(trace), dtype=bool)
+    return Pairing(out_for_in, np.abs(trace) / fro, trace, _frozen(len(trace), fixed), blk_in)
+
+
+def _frozen(n_in: int, fixed: dict[int, int] | None) -> np.ndarray:
+    """(n_in,) bool: the input layers whose pair was given in advance."""
+    frozen = np.zeros(n_in, dtype=bool)
     frozen[list((fixed or {}).keys())] = True
-    return Pairing(out_for_in, np.abs(trace) / fro, trace, frozen, blk_in, fixed=dict(fixed or {}))
+    return frozen
 
 
 def _match_square(sym: np.ndarray, evidence: np.ndarray, fixed: dict[int, int] | None

@@ -160,14 +160,12 @@ class _Best:
     output: np.ndarray
 
 
-def _neighbourhoods(pairing: Pairing, n: int, square: bool) -> list:
+def _neighbourhoods(exchanges: Callable, n: int, square: bool) -> list:
     """Cheapest first: adjacent swaps (and, for h = d, role flips); short insertions, swaps
-    and rotations; pairing repair towards each input's next-likeliest outputs; longer
-    insertions and swaps."""
-    alternatives = _plausible_alternatives(pairing, n)
+    and rotations; pairing repair (``exchanges``: towards each input's next-likeliest
+    outputs); longer insertions and swaps."""
     first = [adjacent_swaps, orientation_flips] if square else [adjacent_swaps]
-    return first + [local_moves(4), output_exchanges(alternatives, pairing.frozen),
-                    local_moves(min(n, 16))]
+    return first + [local_moves(4), exchanges, local_moves(min(n, 16))]
 
 
 def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndarray:
@@ -241,9 +239,11 @@ class _Run:
             stack, data, options, say, timings)
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
         self.deadline = time.perf_counter() + options.time_limit
-        self.hoods = _neighbourhoods(pairing, stack.blocks, stack.square)
-        self.exchanges = (output_exchanges(_plausible_alternatives(pairing, stack.blocks),
-                                           pairing.frozen) if pairing.data is not None else None)
+        exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
+                                     pairing.frozen)
+        self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square)
+        # the kicks exchange outputs too while a pairing read from the data is in play
+        self.exchanges = exchanges if pairing.data is not None else None
         self.best: _Best | None = None
 
     def climber(self, rows: int) -> Climber:
