@@ -20,73 +20,96 @@ from numba import njit
 
 from .. import _numba_start  # noqa: F401  (before the first kernel loads)
 
+from .simd import lanes, vadd, vfma, vload, vrelu, vsplat, vstore
 from .types import BlockWeights
 
 # Reassociation lets LLVM vectorise the dot products; no nnan/ninf so NaN checks still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-ROWS_PER_TASK = 32  # rows one thread handles between scheduling points (multiple of LANES)
-LANES = 8  # rows advanced together by the block micro-kernel
+ROWS_PER_TASK = 32  # rows one thread handles between scheduling points (a multiple of lanes)
+TILE = 6  # outputs of a layer accumulated at once by the micro-kernel (by lanes rows)
+STORE, RELU, ADD = 0, 1, 2  # what _layer does with its result
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _layer(out, w, b, src, mode):
+    """out (o, L) <- w (o, i) @ src (i, L) + b (o,), stored as it is (mode STORE), through
+    the ReLU (RELU) or added to out (ADD). A tile of TILE outputs by L lanes stays in registers while the
+    reduction runs; each weight is read once and broadcast to every lane (row)."""
+    o, i = w.shape
+    k = 0
+    while k + TILE <= o:
+        a0, a1, a2 = vsplat(b[k]), vsplat(b[k + 1]), vsplat(b[k + 2])
+        a3, a4, a5 = vsplat(b[k + 3]), vsplat(b[k + 4]), vsplat(b[k + 5])
+        for a in range(i):
+            v = vload(src, a, 0)
+            a0, a1 = vfma(a0, w[k, a], v), vfma(a1, w[k + 1, a], v)
+            a2, a3 = vfma(a2, w[k + 2, a], v), vfma(a3, w[k + 3, a], v)
+            a4, a5 = vfma(a4, w[k + 4, a], v), vfma(a5, w[k + 5, a], v)
+        _put(out, k, a0, mode)
+        _put(out, k + 1, a1, mode)
+        _put(out, k + 2, a2, mode)
+        _put(out, k + 3, a3, mode)
+        _put(out, k + 4, a4, mode)
+        _put(out, k + 5, a5, mode)
+        k += TILE
+    while k < o:
+        acc = vsplat(b[k])
+        for a in range(i):
+            acc = vfma(acc, w[k, a], vload(src, a, 0))
+        _put(out, k, acc, mode)
+        k += 1
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _put(out, k, acc, mode):
+    if mode == RELU:
+        vstore(out, k, 0, vrelu(acc))
+    elif mode == ADD:
+        vstore(out, k, 0, vadd(vload(out, k, 0), acc))
+    else:
+        vstore(out, k, 0, acc)
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _block_rows(x, w_in, b_in, w_out, b_out, hid):
-    """In place on LANES rows x (LANES, d): x <- x + relu(x w_in^T + b_in) w_out^T + b_out,
-    scratch hid (LANES, h). Eight rows share each weight load (register blocking: about
-    twice the rate of four rows on this machine, in float32 and float64)."""
-    h, d = w_in.shape
-    for k in range(h):
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = b_in[k]
-        for a in range(d):
-            w = w_in[k, a]
-            s0 += w * x[0, a]
-            s1 += w * x[1, a]
-            s2 += w * x[2, a]
-            s3 += w * x[3, a]
-            s4 += w * x[4, a]
-            s5 += w * x[5, a]
-            s6 += w * x[6, a]
-            s7 += w * x[7, a]
-        hid[0, k], hid[1, k], hid[2, k], hid[3, k] = max(s0, 0), max(s1, 0), max(s2, 0), max(s3, 0)
-        hid[4, k], hid[5, k], hid[6, k], hid[7, k] = max(s4, 0), max(s5, 0), max(s6, 0), max(s7, 0)
-    for a in range(d):
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = b_out[a]
-        for k in range(h):
-            w = w_out[a, k]
-            s0 += w * hid[0, k]
-            s1 += w * hid[1, k]
-            s2 += w * hid[2, k]
-            s3 += w * hid[3, k]
-            s4 += w * hid[4, k]
-            s5 += w * hid[5, k]
-            s6 += w * hid[6, k]
-            s7 += w * hid[7, k]
-        x[0, a] += s0
-        x[1, a] += s1
-        x[2, a] += s2
-        x[3, a] += s3
-        x[4, a] += s4
-        x[5, a] += s5
-        x[6, a] += s6
-        x[7, a] += s7
+    """In place on a tile of L = lanes(x) rows held transposed, x (d, L), one row per lane:
+    x <- x + W_out relu(W_in x + b_in) + b_out; scratch hid (h, L)."""
+    _layer(hid, w_in, b_in, x, RELU)
+    _layer(x, w_out, b_out, hid, ADD)
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
 def _run_blocks(x, w_in, b_in, w_out, b_out, seq_in, seq_out, first, hid):
-    """In place on x (LANES, d): blocks seq_in[p], seq_out[p] for p = first .. n-1."""
+    """In place on a tile x (d, L): blocks seq_in[p], seq_out[p] for p = first .. n-1."""
     for p in range(first, seq_in.shape[0]):
         i, j = seq_in[p], seq_out[p]
         _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _load_rows(src, r0, r1, x):
-    """x (LANES, d) <- rows r0..r1-1 of src (m, d), padding with row r1-1. (Element loops,
-    not slice assignment, here and below: a slice assignment compiles Numba's shape-mismatch
-    error path, about a second of the first run's compile each.)"""
-    for lane in range(LANES):
+def _tile(src, d):
+    """Scratch for a tile of rows of src's dtype, transposed: (d, lanes)."""
+    return np.empty((d, lanes(src)), src.dtype)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _load_tile(src, r0, r1, x):
+    """x (d, L) <- rows r0..r1-1 of src (m, d), transposed, padding with row r1-1. (Element
+    loops, not slice assignment, here and below: a slice assignment compiles Numba's
+    shape-mismatch error path, about a second of the first run's compile each.)"""
+    for lane in range(x.shape[1]):
         r = min(r0 + lane, r1 - 1)
-        for a in range(x.shape[1]):
-            x[lane, a] = src[r, a]
+        for a in range(x.shape[0]):
+            x[a, lane] = src[r, a]
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _readout(w_last, b_last, x, lane):
+    """w_last . x[:, lane] + b_last, the final layer on one row of a tile."""
+    s = b_last[0]
+    for a in range(x.shape[0]):
+        s += w_last[a] * x[a, lane]
+    return s
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -126,14 +149,6 @@ def _check(x: np.ndarray, weights: BlockWeights) -> None:
     if x.dtype not in (np.float32, np.float64) or bad:
         raise TypeError(f"kernels need x and weights of one dtype, float32 or float64; got "
                         f"x {x.dtype}, weights {sorted({str(b) for b in bad})}")
-
-
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _dot(a, b):
-    s = 0.0
-    for t in range(a.shape[0]):
-        s += a[t] * b[t]
-    return s
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
@@ -218,18 +233,17 @@ def _prefix_tasks(acts, w_in, b_in, w_out, b_out, seq_in, seq_out, first, t0, dt
     h = w_in.shape[1]
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, tasks, dt):
-        x = np.empty((LANES, d), acts.dtype)
-        hid = np.empty((LANES, h), acts.dtype)
+        x, hid = _tile(acts, d), _tile(acts, h)
         end = min(m, (t + 1) * ROWS_PER_TASK)
-        for r0 in range(t * ROWS_PER_TASK, end, LANES):
-            r1 = min(r0 + LANES, end)
-            _load_rows(acts[first], r0, r1, x)
+        for r0 in range(t * ROWS_PER_TASK, end, x.shape[1]):
+            r1 = min(r0 + x.shape[1], end)
+            _load_tile(acts[first], r0, r1, x)
             for p in range(first, n1 - 1):
                 i, j = seq_in[p], seq_out[p]
                 _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
                 for r in range(r0, r1):
                     for a in range(d):
-                        acts[p + 1, r, a] = x[r - r0, a]
+                        acts[p + 1, r, a] = x[a, r - r0]
 
 
 def refresh_prefix(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -262,15 +276,14 @@ def _output_tasks(x, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_out, 
     h = w_in.shape[1]
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, tasks, dt):
-        rows = np.empty((LANES, d), x.dtype)
-        hid = np.empty((LANES, h), x.dtype)
+        rows, hid = _tile(x, d), _tile(x, h)
         end = min(m, (t + 1) * ROWS_PER_TASK)
-        for r0 in range(t * ROWS_PER_TASK, end, LANES):
-            r1 = min(r0 + LANES, end)
-            _load_rows(x, r0, r1, rows)
+        for r0 in range(t * ROWS_PER_TASK, end, rows.shape[1]):
+            r1 = min(r0 + rows.shape[1], end)
+            _load_tile(x, r0, r1, rows)
             _run_blocks(rows, w_in, b_in, w_out, b_out, seq_in, seq_out, 0, hid)
             for r in range(r0, r1):
-                y[r] = _dot(w_last, rows[r - r0]) + b_last[0]
+                y[r] = _readout(w_last, b_last, rows, r - r0)
 
 
 def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -293,16 +306,15 @@ def _candidates_tasks(acts, w_in, b_in, w_out, b_out, w_last, b_last, start, seq
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, k * tasks, dt):
         c, chunk = t // tasks, t % tasks
-        x = np.empty((LANES, d), acts.dtype)
-        hid = np.empty((LANES, h), acts.dtype)
+        x, hid = _tile(acts, d), _tile(acts, h)
         total = 0.0
         end = min(m, (chunk + 1) * ROWS_PER_TASK)
-        for r0 in range(chunk * ROWS_PER_TASK, end, LANES):
-            r1 = min(r0 + LANES, end)
-            _load_rows(acts[start[c]], r0, r1, x)
+        for r0 in range(chunk * ROWS_PER_TASK, end, x.shape[1]):
+            r1 = min(r0 + x.shape[1], end)
+            _load_tile(acts[start[c]], r0, r1, x)
             _run_blocks(x, w_in, b_in, w_out, b_out, seq_in[c], seq_out[c], start[c], hid)
             for r in range(r0, r1):
-                err = np.float64(_dot(w_last, x[r - r0]) + b_last[0]) - target[r]
+                err = np.float64(_readout(w_last, b_last, x, r - r0)) - target[r]
                 total += err * err
         partial[c, chunk] = total
 
@@ -329,19 +341,18 @@ def _residual_tasks(x, w_in, b_in, w_out, b_out, cand_in, cand_out, partial, t0,
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, k * tasks, dt):
         c, chunk = t // tasks, t % tasks
-        y = np.empty((LANES, d), x.dtype)
-        hid = np.empty((LANES, h), x.dtype)
+        y, hid = _tile(x, d), _tile(x, h)
         i, j = cand_in[c], cand_out[c]
         total = 0.0
         end = min(m, (chunk + 1) * ROWS_PER_TASK)
-        for r0 in range(chunk * ROWS_PER_TASK, end, LANES):
-            r1 = min(r0 + LANES, end)
-            _load_rows(x, r0, r1, y)
+        for r0 in range(chunk * ROWS_PER_TASK, end, y.shape[1]):
+            r1 = min(r0 + y.shape[1], end)
+            _load_tile(x, r0, r1, y)
             _block_rows(y, w_in[i], b_in[i], w_out[j], b_out[j], hid)
             for r in range(r0, r1):
                 sq = 0.0
                 for a in range(d):
-                    diff = np.float64(y[r - r0, a] - x[r, a])
+                    diff = np.float64(y[a, r - r0] - x[r, a])
                     sq += diff * diff
                 total += np.sqrt(sq)
         partial[c, chunk] = total
@@ -360,83 +371,46 @@ def residual_norms(x: np.ndarray, weights: BlockWeights, cand_in: np.ndarray,
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
-def _adjoint_rows(x, g, w_in, b_in, w_out_t, w_in_t, u, zero):
-    """In place on LANES rows: g (LANES, d) <- g + W_in^T (mask * (W_out^T g)), the gradient
-    carried back through the block at its input x (LANES, d) (mask: pre-activation > 0);
-    w_out_t (h, d) and w_in_t (d, h) are the transposed layers, so that every inner loop
-    reads contiguous memory; scratch u (LANES, h); ``zero`` is 0 in the weights' dtype (a
-    float64 0.0 would turn the sums float64). Eight rows share each weight load."""
-    h, d = w_in.shape
-    for k in range(h):
-        p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = b_in[k]
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
-        for a in range(d):
-            w, v = w_in[k, a], w_out_t[k, a]
-            p0 += w * x[0, a]
-            p1 += w * x[1, a]
-            p2 += w * x[2, a]
-            p3 += w * x[3, a]
-            p4 += w * x[4, a]
-            p5 += w * x[5, a]
-            p6 += w * x[6, a]
-            p7 += w * x[7, a]
-            s0 += v * g[0, a]
-            s1 += v * g[1, a]
-            s2 += v * g[2, a]
-            s3 += v * g[3, a]
-            s4 += v * g[4, a]
-            s5 += v * g[5, a]
-            s6 += v * g[6, a]
-            s7 += v * g[7, a]
-        u[0, k], u[1, k] = (s0 if p0 > 0 else zero), (s1 if p1 > 0 else zero)
-        u[2, k], u[3, k] = (s2 if p2 > 0 else zero), (s3 if p3 > 0 else zero)
-        u[4, k], u[5, k] = (s4 if p4 > 0 else zero), (s5 if p5 > 0 else zero)
-        u[6, k], u[7, k] = (s6 if p6 > 0 else zero), (s7 if p7 > 0 else zero)
-    for a in range(d):
-        t0, t1, t2, t3 = g[0, a], g[1, a], g[2, a], g[3, a]
-        t4, t5, t6, t7 = g[4, a], g[5, a], g[6, a], g[7, a]
-        for k in range(h):
-            w = w_in_t[a, k]
-            t0 += w * u[0, k]
-            t1 += w * u[1, k]
-            t2 += w * u[2, k]
-            t3 += w * u[3, k]
-            t4 += w * u[4, k]
-            t5 += w * u[5, k]
-            t6 += w * u[6, k]
-            t7 += w * u[7, k]
-        g[0, a], g[1, a], g[2, a], g[3, a] = t0, t1, t2, t3
-        g[4, a], g[5, a], g[6, a], g[7, a] = t4, t5, t6, t7
+def _adjoint_rows(x, g, w_in, b_in, w_out_t, w_in_t, pre, u, zeros):
+    """In place on a tile of L rows held transposed: g (d, L) <- g + W_in^T (mask * (W_out^T
+    g)), the gradient carried back through the block at its input x (d, L) (mask:
+    pre-activation > 0); w_out_t (h, d) and w_in_t (d, h) are the transposed layers; scratch
+    pre and u (h, L); ``zeros`` (h,) or longer, zero biases in the weights' dtype."""
+    _layer(pre, w_in, b_in, x, STORE)
+    _layer(u, w_out_t, zeros, g, STORE)
+    for k in range(u.shape[0]):
+        for lane in range(u.shape[1]):
+            if not pre[k, lane] > 0:
+                u[k, lane] = 0
+    _layer(g, w_in_t, zeros, u, ADD)
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _adjoint_tasks(acts, w_in, b_in, w_out_t, w_in_t, w_last, b_last, seq_in, seq_out, target, grads,
-                   zero, t0, dt):
+                   zeros, t0, dt):
     n1, m, d = acts.shape
     n = n1 - 1
     h = w_in.shape[1]
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, tasks, dt):
-        x = np.empty((LANES, d), acts.dtype)
-        g = np.empty((LANES, d), acts.dtype)
-        u = np.empty((LANES, h), acts.dtype)
+        x, g, pre, u = _tile(acts, d), _tile(acts, d), _tile(acts, h), _tile(acts, h)
         end = min(m, (t + 1) * ROWS_PER_TASK)
-        for r0 in range(t * ROWS_PER_TASK, end, LANES):
-            r1 = min(r0 + LANES, end)
-            _load_rows(acts[n], r0, r1, x)
-            for lane in range(LANES):
+        for r0 in range(t * ROWS_PER_TASK, end, x.shape[1]):
+            r1 = min(r0 + x.shape[1], end)
+            _load_tile(acts[n], r0, r1, x)
+            for lane in range(x.shape[1]):
                 r = min(r0 + lane, r1 - 1)
-                err = np.float64(_dot(w_last, x[lane]) + b_last[0]) - target[r]
+                err = np.float64(_readout(w_last, b_last, x, lane)) - target[r]
                 for a in range(d):
-                    g[lane, a] = 2.0 * err * w_last[a]
+                    g[a, lane] = 2.0 * err * w_last[a]
             for p in range(n, -1, -1):
                 if p < n:
-                    _load_rows(acts[p], r0, r1, x)
+                    _load_tile(acts[p], r0, r1, x)
                     i, j = seq_in[p], seq_out[p]
-                    _adjoint_rows(x, g, w_in[i], b_in[i], w_out_t[j], w_in_t[i], u, zero)
+                    _adjoint_rows(x, g, w_in[i], b_in[i], w_out_t[j], w_in_t[i], pre, u, zeros)
                 for r in range(r0, r1):
                     for a in range(d):
-                        grads[p, r, a] = g[r - r0, a]
+                        grads[p, r, a] = g[a, r - r0]
 
 
 def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -449,7 +423,7 @@ def adjoint_gradients(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarra
     _run(_adjoint_tasks, _row_tasks(acts.shape[1]), acts, weights.w_in, weights.b_in, w_out_t, w_in_t, weights.w_last,
                  weights.b_last, np.ascontiguousarray(seq_in, np.int64),
                  np.ascontiguousarray(seq_out, np.int64), np.ascontiguousarray(target, np.float64),
-                 grads, acts.dtype.type(0))
+                 grads, np.zeros(max(acts.shape[2], weights.w_in.shape[1]), acts.dtype))
     return grads
 
 
@@ -461,19 +435,18 @@ def _first_order_tasks(acts, grads, w_in, b_in, w_out, b_out, lo, hi, seq_in, se
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, k * tasks, dt):
         c, chunk = t // tasks, t % tasks
-        x = np.empty((LANES, d), acts.dtype)
-        hid = np.empty((LANES, h), acts.dtype)
+        x, hid = _tile(acts, d), _tile(acts, h)
         total = 0.0
         end = min(m, (chunk + 1) * ROWS_PER_TASK)
-        for r0 in range(chunk * ROWS_PER_TASK, end, LANES):
-            r1 = min(r0 + LANES, end)
-            _load_rows(acts[lo[c]], r0, r1, x)
+        for r0 in range(chunk * ROWS_PER_TASK, end, x.shape[1]):
+            r1 = min(r0 + x.shape[1], end)
+            _load_tile(acts[lo[c]], r0, r1, x)
             for p in range(lo[c], hi[c] + 1):
                 i, j = seq_in[c, p], seq_out[c, p]
                 _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
             for r in range(r0, r1):
                 for a in range(d):
-                    total += np.float64(grads[hi[c] + 1, r, a]) * (x[r - r0, a] - acts[hi[c] + 1, r, a])
+                    total += np.float64(grads[hi[c] + 1, r, a]) * (x[a, r - r0] - acts[hi[c] + 1, r, a])
         partial[c, chunk] = total
 
 

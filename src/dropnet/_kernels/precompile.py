@@ -35,7 +35,8 @@ def _weights(n: int, h: int, d: int, dtype) -> BlockWeights:
 
 def compile_kernels(names: tuple[str, ...] = LATE) -> None:
     """Call each named CPU kernel once on a tiny problem with the argument types a solve
-    uses (float64 certificate, float32 search), so that Numba compiles and caches it."""
+    uses (float32: the search and the certificate; the certificate's float64 pass runs only
+    in its rare undecided band), so that Numba compiles and caches it."""
     from . import cpu
 
     n, h, d, m = 2, 4, 3, 8
@@ -43,8 +44,7 @@ def compile_kernels(names: tuple[str, ...] = LATE) -> None:
     acts = np.zeros((n + 1, m, d), np.float32)
     w32, target = _weights(n, h, d, np.float32), np.zeros(m)
     calls = {
-        "network_output": lambda: cpu.network_output(np.zeros((m, d)), _weights(n, h, d, np.float64),
-                                                     seq, seq),
+        "network_output": lambda: cpu.network_output(np.zeros((m, d), np.float32), w32, seq, seq),
         "first_order_deltas": lambda: cpu.first_order_deltas(acts, acts, w32, np.zeros(1), np.ones(1),
                                                              seq[None], seq[None]),
         "adjoint_gradients": lambda: cpu.adjoint_gradients(acts, w32, seq, seq, target),
