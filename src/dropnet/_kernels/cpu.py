@@ -30,7 +30,7 @@ TILE = 6  # outputs of a layer accumulated at once by the micro-kernel (by lanes
 STORE, RELU, ADD = 0, 1, 2  # what _layer does with its result
 
 
-@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _layer(out, w, b, src, mode):
     """out (o, L) <- w (o, i) @ src (i, L) + b (o,), stored as it is (mode STORE), through
     the ReLU (RELU) or added to out (ADD). A tile of TILE outputs by L lanes stays in registers while the
@@ -60,7 +60,7 @@ def _layer(out, w, b, src, mode):
         k += 1
 
 
-@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _put(out, k, acc, mode):
     if mode == RELU:
         vstore(out, k, 0, vrelu(acc))
@@ -152,60 +152,42 @@ def _check(x: np.ndarray, weights: BlockWeights) -> None:
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
-def _dot2(a, b):
-    """Sum of a * b over two (r, c) arrays."""
+def _dot(a, b):
+    """Sum of a * b over two (k,) arrays."""
     s = 0.0
     for t in range(a.shape[0]):
-        for u in range(a.shape[1]):
-            s += a[t, u] * b[t, u]
+        s += a[t] * b[t]
     return s
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
-def _gram(w, out, rows):
-    """out (h, h) <- w w^T (rows) or w^T w (columns) for w (h, r) or (r, h), float64."""
-    h = out.shape[0]
-    for a in range(h):
-        for b in range(h):
-            out[a, b] = 0.0
-    if rows:
-        for a in range(h):
-            for b in range(a + 1):
-                s = 0.0
-                for t in range(w.shape[1]):
-                    s += w[a, t] * w[b, t]
-                out[a, b] = out[b, a] = s
-        return
-    for t in range(w.shape[0]):
-        for a in range(h):
-            wa = w[t, a]
-            for b in range(h):
-                out[a, b] += wa * w[t, b]
+def _gram(w, out):
+    """out (h, h) <- w w^T for w (h, r): dot products of contiguous rows."""
+    for a in range(w.shape[0]):
+        for b in range(a + 1):
+            out[a, b] = out[b, a] = _dot(w[a], w[b])
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
-def _gram_tasks(w_in, w_out, g_in, g_out, t0, dt):
-    """Gram matrices W_in W_in^T and W_out^T W_out (h, h) of every layer."""
+def _gram_tasks(w_in, w_out_t, g_in, g_out, t0, dt):
+    """Gram matrices W_in W_in^T and W_out^T W_out (h, h) of every layer (w_out_t holds
+    each W_out^T (h, d))."""
     n_in = w_in.shape[0]
-    for i in range(t0, n_in + w_out.shape[0], dt):
+    for i in range(t0, n_in + w_out_t.shape[0], dt):
         if i < n_in:
-            _gram(w_in[i], g_in[i], True)
+            _gram(w_in[i], g_in[i])
         else:
-            _gram(w_out[i - n_in], g_out[i - n_in], False)
+            _gram(w_out_t[i - n_in], g_out[i - n_in])
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
-def _pair_tasks(w_in, w_out, g_in, g_out, trace, fro, t0, dt):
-    n_in, h, d = w_in.shape
+def _pair_tasks(w_in_t, w_out, g_in, g_out, trace, fro, t0, dt):
+    """Rows flattened: w_in_t (N_in, d*h) each W_in^T, w_out (N_out, d*h), g_* (N, h*h)."""
     n_out = w_out.shape[0]
-    for t in range(t0, n_in * n_out, dt):
+    for t in range(t0, w_in_t.shape[0] * n_out, dt):
         i, j = t // n_out, t % n_out
-        tr = 0.0
-        for a in range(d):
-            for k in range(h):
-                tr += w_out[j, a, k] * w_in[i, k, a]
-        trace[i, j] = tr
-        fro[i, j] = np.sqrt(max(_dot2(g_in[i], g_out[j]), 0.0))
+        trace[i, j] = _dot(w_out[j], w_in_t[i])  # sum_ak W_out[a, k] W_in[k, a]
+        fro[i, j] = np.sqrt(max(_dot(g_in[i], g_out[j]), 0.0))
 
 
 def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,8 +198,10 @@ def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.nd
     (n_in, h, _), n_out = w_in.shape, w_out.shape[0]
     trace, fro = np.empty((n_in, n_out)), np.empty((n_in, n_out))
     g_in, g_out = np.empty((n_in, h, h)), np.empty((n_out, h, h))
-    _run(_gram_tasks, n_in + n_out, w_in, w_out, g_in, g_out)
-    _run(_pair_tasks, n_in * n_out, w_in, w_out, g_in, g_out, trace, fro)
+    _run(_gram_tasks, n_in + n_out, w_in, np.ascontiguousarray(w_out.transpose(0, 2, 1)),
+         g_in, g_out)
+    _run(_pair_tasks, n_in * n_out, np.ascontiguousarray(w_in.transpose(0, 2, 1)).reshape(n_in, -1),
+         w_out.reshape(n_out, -1), g_in.reshape(n_in, -1), g_out.reshape(n_out, -1), trace, fro)
     return trace, fro
 
 
