@@ -26,6 +26,7 @@ from .types import BlockWeights
 # Reassociation lets LLVM vectorise the dot products; no nnan/ninf so NaN checks still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 ROWS_PER_TASK = 32  # rows one thread handles between scheduling points (a multiple of lanes)
+OUTPUT_ROWS_PER_TASK = 128  # the same for network_output, which runs on all rows
 TILE = 6  # outputs of a layer accumulated at once by the micro-kernel (by lanes rows)
 STORE, RELU, ADD = 0, 1, 2  # what _layer does with its result
 
@@ -79,17 +80,27 @@ def _block_rows(x, w_in, b_in, w_out, b_out, hid):
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
-def _run_blocks(x, w_in, b_in, w_out, b_out, seq_in, seq_out, first, hid):
-    """In place on a tile x (d, L): blocks seq_in[p], seq_out[p] for p = first .. n-1."""
+def _run_blocks(xs, tiles, w_in, b_in, w_out, b_out, seq_in, seq_out, first, hid):
+    """In place on tiles xs[:tiles] (G, d, L): blocks seq_in[p], seq_out[p] for p = first ..
+    n-1, each block on every tile before the next block, so that a block's weights are read
+    from memory once per chunk of rows rather than once per tile (deep or wide networks
+    whose weights exceed the caches)."""
     for p in range(first, seq_in.shape[0]):
         i, j = seq_in[p], seq_out[p]
-        _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
+        for g in range(tiles):
+            _block_rows(xs[g], w_in[i], b_in[i], w_out[j], b_out[j], hid)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _tile(src, d):
     """Scratch for a tile of rows of src's dtype, transposed: (d, lanes)."""
     return np.empty((d, lanes(src)), src.dtype)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tiles(src, d, rows):
+    """Scratch for the tiles of a chunk of ``rows`` rows: (ceil(rows / lanes), d, lanes)."""
+    return np.empty(((rows + lanes(src) - 1) // lanes(src), d, lanes(src)), src.dtype)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -101,6 +112,16 @@ def _load_tile(src, r0, r1, x):
         r = min(r0 + lane, r1 - 1)
         for a in range(x.shape[0]):
             x[a, lane] = src[r, a]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _load_tiles(src, r0, r1, xs):
+    """Rows r0..r1-1 of src (m, d) into the first tiles of xs (G, d, L); returns how many."""
+    L = xs.shape[2]
+    tiles = (r1 - r0 + L - 1) // L
+    for g in range(tiles):
+        _load_tile(src, r0 + g * L, min(r0 + (g + 1) * L, r1), xs[g])
+    return tiles
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
@@ -217,17 +238,16 @@ def _prefix_tasks(acts, w_in, b_in, w_out, b_out, seq_in, seq_out, first, t0, dt
     h = w_in.shape[1]
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, tasks, dt):
-        x, hid = _tile(acts, d), _tile(acts, h)
-        end = min(m, (t + 1) * ROWS_PER_TASK)
-        for r0 in range(t * ROWS_PER_TASK, end, x.shape[1]):
-            r1 = min(r0 + x.shape[1], end)
-            _load_tile(acts[first], r0, r1, x)
-            for p in range(first, n1 - 1):
-                i, j = seq_in[p], seq_out[p]
-                _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
-                for r in range(r0, r1):
-                    for a in range(d):
-                        acts[p + 1, r, a] = x[a, r - r0]
+        xs, hid = _tiles(acts, d, ROWS_PER_TASK), _tile(acts, h)
+        r0, r1 = t * ROWS_PER_TASK, min(m, (t + 1) * ROWS_PER_TASK)
+        tiles = _load_tiles(acts[first], r0, r1, xs)
+        L = xs.shape[2]
+        for p in range(first, n1 - 1):
+            _run_blocks(xs, tiles, w_in, b_in, w_out, b_out, seq_in[: p + 1], seq_out[: p + 1], p, hid)
+            for r in range(r0, r1):
+                g, lane = (r - r0) // L, (r - r0) % L
+                for a in range(d):
+                    acts[p + 1, r, a] = xs[g, a, lane]
 
 
 def refresh_prefix(acts: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -258,16 +278,15 @@ def block_forward(x: np.ndarray, weights: BlockWeights, layer_in: int, layer_out
 def _output_tasks(x, w_in, b_in, w_out, b_out, w_last, b_last, seq_in, seq_out, y, t0, dt):
     m, d = x.shape
     h = w_in.shape[1]
-    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    tasks = (m + OUTPUT_ROWS_PER_TASK - 1) // OUTPUT_ROWS_PER_TASK
     for t in range(t0, tasks, dt):
-        rows, hid = _tile(x, d), _tile(x, h)
-        end = min(m, (t + 1) * ROWS_PER_TASK)
-        for r0 in range(t * ROWS_PER_TASK, end, rows.shape[1]):
-            r1 = min(r0 + rows.shape[1], end)
-            _load_tile(x, r0, r1, rows)
-            _run_blocks(rows, w_in, b_in, w_out, b_out, seq_in, seq_out, 0, hid)
-            for r in range(r0, r1):
-                y[r] = _readout(w_last, b_last, rows, r - r0)
+        xs, hid = _tiles(x, d, OUTPUT_ROWS_PER_TASK), _tile(x, h)
+        r0, r1 = t * OUTPUT_ROWS_PER_TASK, min(m, (t + 1) * OUTPUT_ROWS_PER_TASK)
+        tiles = _load_tiles(x, r0, r1, xs)
+        _run_blocks(xs, tiles, w_in, b_in, w_out, b_out, seq_in, seq_out, 0, hid)
+        L = xs.shape[2]
+        for r in range(r0, r1):
+            y[r] = _readout(w_last, b_last, xs[(r - r0) // L], (r - r0) % L)
 
 
 def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
@@ -275,7 +294,7 @@ def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
     """Output (m,) in x's dtype of blocks (seq_in[p], seq_out[p]) then the final layer."""
     _check(x, weights)
     y = np.empty(x.shape[0], dtype=x.dtype)
-    _run(_output_tasks, _row_tasks(x.shape[0]), x, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
+    _run(_output_tasks, -(-x.shape[0] // OUTPUT_ROWS_PER_TASK), x, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
                 weights.b_last, np.ascontiguousarray(seq_in, np.int64),
                 np.ascontiguousarray(seq_out, np.int64), y)
     return y
@@ -290,16 +309,15 @@ def _candidates_tasks(acts, w_in, b_in, w_out, b_out, w_last, b_last, start, seq
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, k * tasks, dt):
         c, chunk = t // tasks, t % tasks
-        x, hid = _tile(acts, d), _tile(acts, h)
+        xs, hid = _tiles(acts, d, ROWS_PER_TASK), _tile(acts, h)
         total = 0.0
-        end = min(m, (chunk + 1) * ROWS_PER_TASK)
-        for r0 in range(chunk * ROWS_PER_TASK, end, x.shape[1]):
-            r1 = min(r0 + x.shape[1], end)
-            _load_tile(acts[start[c]], r0, r1, x)
-            _run_blocks(x, w_in, b_in, w_out, b_out, seq_in[c], seq_out[c], start[c], hid)
-            for r in range(r0, r1):
-                err = np.float64(_readout(w_last, b_last, x, r - r0)) - target[r]
-                total += err * err
+        r0, r1 = chunk * ROWS_PER_TASK, min(m, (chunk + 1) * ROWS_PER_TASK)
+        tiles = _load_tiles(acts[start[c]], r0, r1, xs)
+        _run_blocks(xs, tiles, w_in, b_in, w_out, b_out, seq_in[c], seq_out[c], start[c], hid)
+        L = xs.shape[2]
+        for r in range(r0, r1):
+            err = np.float64(_readout(w_last, b_last, xs[(r - r0) // L], (r - r0) % L)) - target[r]
+            total += err * err
         partial[c, chunk] = total
 
 
@@ -419,18 +437,17 @@ def _first_order_tasks(acts, grads, w_in, b_in, w_out, b_out, lo, hi, seq_in, se
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for t in range(t0, k * tasks, dt):
         c, chunk = t // tasks, t % tasks
-        x, hid = _tile(acts, d), _tile(acts, h)
+        xs, hid = _tiles(acts, d, ROWS_PER_TASK), _tile(acts, h)
         total = 0.0
-        end = min(m, (chunk + 1) * ROWS_PER_TASK)
-        for r0 in range(chunk * ROWS_PER_TASK, end, x.shape[1]):
-            r1 = min(r0 + x.shape[1], end)
-            _load_tile(acts[lo[c]], r0, r1, x)
-            for p in range(lo[c], hi[c] + 1):
-                i, j = seq_in[c, p], seq_out[c, p]
-                _block_rows(x, w_in[i], b_in[i], w_out[j], b_out[j], hid)
-            for r in range(r0, r1):
-                for a in range(d):
-                    total += np.float64(grads[hi[c] + 1, r, a]) * (x[a, r - r0] - acts[hi[c] + 1, r, a])
+        r0, r1 = chunk * ROWS_PER_TASK, min(m, (chunk + 1) * ROWS_PER_TASK)
+        tiles = _load_tiles(acts[lo[c]], r0, r1, xs)
+        _run_blocks(xs, tiles, w_in, b_in, w_out, b_out, seq_in[c, : hi[c] + 1],
+                    seq_out[c, : hi[c] + 1], lo[c], hid)
+        L = xs.shape[2]
+        for r in range(r0, r1):
+            g, lane = (r - r0) // L, (r - r0) % L
+            for a in range(d):
+                total += np.float64(grads[hi[c] + 1, r, a]) * (xs[g, a, lane] - acts[hi[c] + 1, r, a])
         partial[c, chunk] = total
 
 
