@@ -27,6 +27,8 @@ from .types import BlockWeights
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 ROWS_PER_TASK = 32  # rows one thread handles between scheduling points (a multiple of lanes)
 OUTPUT_ROWS_PER_TASK = 128  # the same for network_output, which runs on all rows
+PAIR_TILE = 8  # (input, output) pairs per side of one pairing task
+DOT_CHUNK = 1024  # columns of a pairing tile's rows summed per pass (kept in cache)
 TILE = 6  # outputs of a layer accumulated at once by the micro-kernel (by lanes rows)
 STORE, RELU, ADD = 0, 1, 2  # what _layer does with its result
 
@@ -201,14 +203,36 @@ def _gram_tasks(w_in, w_out_t, g_in, g_out, t0, dt):
             _gram(w_out_t[i - n_in], g_out[i - n_in])
 
 
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _tile_dots(a, b, out, i0, i1, j0, j1):
+    """out[i, j] = a[i] . b[j] for i in i0..i1-1, j in j0..j1-1 (rows of a, b (N, k)), a
+    chunk of DOT_CHUNK columns at a time, so that the tile's rows are read from memory once
+    per chunk instead of once per pair."""
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            out[i, j] = 0.0
+    for c0 in range(0, a.shape[1], DOT_CHUNK):
+        c1 = min(c0 + DOT_CHUNK, a.shape[1])
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                out[i, j] += _dot(a[i, c0:c1], b[j, c0:c1])
+
+
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _pair_tasks(w_in_t, w_out, g_in, g_out, trace, fro, t0, dt):
-    """Rows flattened: w_in_t (N_in, d*h) each W_in^T, w_out (N_out, d*h), g_* (N, h*h)."""
-    n_out = w_out.shape[0]
-    for t in range(t0, w_in_t.shape[0] * n_out, dt):
-        i, j = t // n_out, t % n_out
-        trace[i, j] = _dot(w_out[j], w_in_t[i])  # sum_ak W_out[a, k] W_in[k, a]
-        fro[i, j] = np.sqrt(max(_dot(g_in[i], g_out[j]), 0.0))
+    """Rows flattened: w_in_t (N_in, d*h) each W_in^T, w_out (N_out, d*h), g_* (N, h*h);
+    task t is a tile of PAIR_TILE x PAIR_TILE (input, output) pairs."""
+    n_in, n_out = w_in_t.shape[0], w_out.shape[0]
+    tiles_out = (n_out + PAIR_TILE - 1) // PAIR_TILE
+    tiles = ((n_in + PAIR_TILE - 1) // PAIR_TILE) * tiles_out
+    for t in range(t0, tiles, dt):
+        i0, j0 = (t // tiles_out) * PAIR_TILE, (t % tiles_out) * PAIR_TILE
+        i1, j1 = min(i0 + PAIR_TILE, n_in), min(j0 + PAIR_TILE, n_out)
+        _tile_dots(w_in_t, w_out, trace, i0, i1, j0, j1)  # sum_ak W_out[a, k] W_in[k, a]
+        _tile_dots(g_in, g_out, fro, i0, i1, j0, j1)
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                fro[i, j] = np.sqrt(max(fro[i, j], 0.0))
 
 
 def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +245,8 @@ def pair_trace_and_frobenius(w_in: np.ndarray, w_out: np.ndarray) -> tuple[np.nd
     g_in, g_out = np.empty((n_in, h, h)), np.empty((n_out, h, h))
     _run(_gram_tasks, n_in + n_out, w_in, np.ascontiguousarray(w_out.transpose(0, 2, 1)),
          g_in, g_out)
-    _run(_pair_tasks, n_in * n_out, np.ascontiguousarray(w_in.transpose(0, 2, 1)).reshape(n_in, -1),
+    tiles = -(-n_in // PAIR_TILE) * -(-n_out // PAIR_TILE)
+    _run(_pair_tasks, tiles, np.ascontiguousarray(w_in.transpose(0, 2, 1)).reshape(n_in, -1),
          w_out.reshape(n_out, -1), g_in.reshape(n_in, -1), g_out.reshape(n_out, -1), trace, fro)
     return trace, fro
 
