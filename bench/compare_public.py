@@ -272,7 +272,7 @@ def main(argv: list[str]) -> int:
     print(f"| pairing | {fmt_s(stage(dn_stage, 'pair'))} | {fmt_s(stage(pt_stage, 'pair'))} |")
     print(f"| ordering search | {fmt_s(stage(dn_stage, 'order'))} | "
           f"{fmt_s(stage(pt_stage, 'climb'))} |")
-    print(f"| float64 check on all rows | {fmt_s(stage(dn_stage, 'certify'))} | "
+    print(f"| check on all rows (dropnet float32, float64 near the tolerance; public float64) | {fmt_s(stage(dn_stage, 'certify'))} | "
           f"{fmt_s(stage(pt_stage, 'check'))} |")
     if pt_res:
         print(f"\nPublic solver: {pt_res['rounds']} accepted adjacent swaps, "
