@@ -166,26 +166,23 @@ def instrument(counts: Counts):
     wrap("first_order_deltas", first_order_cost)
     wrap("residual_norms", residual_cost)
     wrap("network_output", output_cost)
-    ranked = getattr(solve_mod, "_ranked_seeds", None)
-    if ranked is not None:
-        def seeds(*args, **kwargs):
-            counts.stage = "seeds"
+
+    def staged(fn, stage):
+        """fn, with every kernel call inside it counted under ``stage``."""
+        def wrapped(*args, **kwargs):
+            counts.stage = stage
             try:
-                return ranked(*args, **kwargs)
+                return fn(*args, **kwargs)
             finally:
                 counts.stage = None
 
-        solve_mod._ranked_seeds = seeds
+        return wrapped
+
+    ranked = getattr(solve_mod, "_ranked_seeds", None)
+    if ranked is not None:
+        solve_mod._ranked_seeds = staged(ranked, "seeds")
     check = certify_mod.check
-
-    def certificate(*args, **kwargs):  # its forward passes count as the certificate's
-        counts.stage = "certify"
-        try:
-            return check(*args, **kwargs)
-        finally:
-            counts.stage = None
-
-    certify_mod.check = certificate
+    certify_mod.check = staged(check, "certify")  # its forward passes are the certificate's
     try:
         yield counts
     finally:

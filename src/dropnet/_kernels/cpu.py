@@ -166,8 +166,8 @@ def _run(kernel, tasks: int, *args) -> None:
         future.result()
 
 
-def _row_tasks(rows: int) -> int:
-    return (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+def _row_tasks(rows: int, per_task: int = ROWS_PER_TASK) -> int:
+    return (rows + per_task - 1) // per_task
 
 
 def _check(x: np.ndarray, weights: BlockWeights) -> None:
@@ -323,7 +323,7 @@ def network_output(x: np.ndarray, weights: BlockWeights, seq_in: np.ndarray,
     """Output (m,) in x's dtype of blocks (seq_in[p], seq_out[p]) then the final layer."""
     _check(x, weights)
     y = np.empty(x.shape[0], dtype=x.dtype)
-    _run(_output_tasks, -(-x.shape[0] // OUTPUT_ROWS_PER_TASK), x, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
+    _run(_output_tasks, _row_tasks(x.shape[0], OUTPUT_ROWS_PER_TASK), x, weights.w_in, weights.b_in, weights.w_out, weights.b_out, weights.w_last,
                 weights.b_last, np.ascontiguousarray(seq_in, np.int64),
                 np.ascontiguousarray(seq_out, np.int64), y)
     return y
