@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_kernels import random_weights
 
-from dropnet.ordering import REVERSED_SEEDS, SEEDS, seed_order
+from dropnet._kernels import BlockWeights
+from dropnet.ordering import REVERSED_SEEDS, SEEDS, init_drift, seed_order
 
 
 def block(w, i, j, x):
@@ -59,3 +60,36 @@ def test_pursuit_needs_the_target():
     w, blk_in, blk_out, x, _ = problem(2, 3)
     with pytest.raises(ValueError, match="target"):
         seed_order("pursuit", w, blk_in, blk_out, x)
+
+
+def drift_reference(w, blk_in, blk_out):
+    """Share of each block's W_in and W_out entries beyond 1/sqrt(fan_in), summed."""
+    return np.array([np.mean(np.abs(w.w_in[i]) > w.w_in.shape[2] ** -0.5)
+                     + np.mean(np.abs(w.w_out[j]) > w.w_out.shape[2] ** -0.5)
+                     for i, j in zip(blk_in, blk_out)])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 7))
+def test_drift_matches_its_definition(seed, n):
+    w, blk_in, blk_out, _, _ = problem(seed, n)
+    np.testing.assert_allclose(init_drift(w, blk_in, blk_out), drift_reference(w, blk_in, blk_out))
+    order = seed_order("drift", w, blk_in, blk_out, np.empty((0, 5)))
+    assert np.all(np.diff(drift_reference(w, blk_in, blk_out)[order]) <= 0)  # most moved first
+
+
+def test_drift_seed_puts_the_most_trained_block_first():
+    """Blocks drawn from PyTorch's initial distribution, one of them then moved by a
+    'training' step of growing size: the seed lists them by how far they moved."""
+    rng = np.random.default_rng(0)
+    n, d, h = 5, 8, 16
+    w_in = rng.uniform(-1, 1, (n, h, d)) / np.sqrt(d)
+    w_out = rng.uniform(-1, 1, (n, d, h)) / np.sqrt(h)
+    for k, size in enumerate([0.0, 0.3, 0.1, 0.6, 0.2]):
+        w_in[k] += size * rng.standard_normal((h, d)) / np.sqrt(d)
+        w_out[k] += size * rng.standard_normal((d, h)) / np.sqrt(h)
+    w = BlockWeights(w_in, np.zeros((n, h)), w_out, np.zeros((n, d)), np.ones(d), np.zeros(1))
+    blk = np.arange(n)
+    assert init_drift(w, blk, blk)[0] == 0.0  # never moved: nothing beyond the bound
+    assert seed_order("drift", w, blk, blk, np.empty((0, d))).tolist() == [3, 1, 4, 2, 0]
+    assert seed_order("drift-asc", w, blk, blk, np.empty((0, d))).tolist() == [0, 2, 4, 1, 3]

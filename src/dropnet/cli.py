@@ -68,12 +68,12 @@ def pairing_warning(summary: dict) -> str | None:
 @click.option("--rows", type=click.IntRange(min=16), default=128, show_default=True,
               help="Rows the search starts on (grown x4 when it fits them but not all rows).")
 @click.option("--seed-order", "seed",
-              type=click.Choice(["auto", "greedy", "delta", "wout", "pursuit"]),
+              type=click.Choice(["auto", "greedy", "delta", "wout", "pursuit", "drift"]),
               default="auto", show_default=True,
               help="Seed order: greedy (smallest residual next), delta (residual norm on the "
                    "inputs), wout (ascending ||W_out||_F), pursuit (the block that best fits "
-                   "the output next); auto tries each (the first three also reversed), best "
-                   "first.")
+                   "the output next), drift (most moved from PyTorch's initial weight range "
+                   "first); auto tries each (all but pursuit also reversed), best first.")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds of search before giving up (best answer reported, exit 1).")
 @click.option("--max-evals", type=click.IntRange(min=1), default=10**9,

@@ -35,7 +35,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """rows: search rows to start with; seed: auto|greedy|delta|wout|pursuit; kernels: cpu|cuda;
+    """rows: search rows to start with; seed: auto|greedy|delta|wout|pursuit|drift; kernels: cpu|cuda;
     budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s);
     random_seed makes the iterated local search deterministic."""
 
