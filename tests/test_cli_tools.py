@@ -95,3 +95,35 @@ def test_verify_the_published_answer(puzzle, tmp_path):
     assert result.exit_code == 0 and DIGEST in result.output
     result = run("verify", puzzle, "--perm-file", tmp_path / "answer.txt", "--expect-sha256", DIGEST)
     assert result.exit_code == 0 and "MSE vs true: 0.106" in result.output
+
+
+def test_start_from_an_earlier_answer_in_each_form(small_net, tmp_path):
+    """The -o text, the --json output and a bare JSON list all start the search; a start
+    that is already the answer is certified from the start, before any seed is built."""
+    folder, perm = small_net
+    first = run("solve", folder, "-q", "-o", tmp_path / "answer.txt", "--json")
+    assert first.exit_code == 0
+    (tmp_path / "result.json").write_text(first.output)
+    (tmp_path / "list.json").write_text(json.dumps(perm))
+    for name in ("answer.txt", "result.json", "list.json"):
+        result = run("solve", folder, "--start", tmp_path / name, "--json", "-q")
+        assert result.exit_code == 0, (name, result.output)
+        payload = json.loads(result.output)
+        assert payload["permutation"] == perm and payload["seed"] == "start", name
+
+
+def test_bad_starts_are_refused_in_one_line(small_net, tmp_path):
+    folder, perm = small_net
+    start = tmp_path / "start.json"
+    for text in (json.dumps(perm[:-2]), json.dumps(perm[:-1] + [perm[0]]),
+                 json.dumps(swapped_roles(perm)), json.dumps(perm[:-1] + [1.5]), "a,b", "{}"):
+        start.write_text(text)
+        result = run("solve", folder, "--start", start)
+        assert result.exit_code == 2, text
+        assert result.output.startswith("error:") and result.output.count("\n") == 1, result.output
+    assert run("solve", folder, "--start", tmp_path / "missing").exit_code == 2
+
+
+def swapped_roles(perm):
+    """The first block's input and output layers exchanged: each in the other's place."""
+    return [perm[1], perm[0]] + list(perm[2:])

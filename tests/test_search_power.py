@@ -87,6 +87,42 @@ def test_rotated_triples_are_undone(corpus):
     assert np.array_equal(state.seq_in, seq_in)
 
 
+@pytest.mark.parametrize("shift", [1, 5])
+def test_a_start_is_searched_from_and_never_ends_worse(corpus, shift):
+    """``start``: an answer with its blocks rotated (one block moved from the front to
+    position ``shift``, the others moved up) and two pairs crossed is the first thing
+    descended from; the answer's MSE is at most the start's, and here it is the truth."""
+    from dropnet.solve import solve
+
+    folder = corpus_24(corpus)
+    stack, seq_in, seq_out, data = true_blocks(folder)
+    order = np.r_[np.arange(1, shift + 1), 0, np.arange(shift + 1, len(seq_in))]
+    wrong_out = seq_out[order].copy()
+    wrong_out[[3, 10]] = wrong_out[[10, 3]]
+    start = stack.permutation(seq_in[order], wrong_out)
+    start_mse, _ = certify.check(stack.weights, data.x, seq_in[order], wrong_out, data.target,
+                                 certify.tolerance(data.target, len(seq_in)))
+    result = solve(folder, start=tuple(start), time_limit=60)
+    assert result.mse <= start_mse
+    assert result.certified and result.seed.startswith("start"), (result.seed, result.mse)
+    truth = json.loads((folder / "answer.json").read_text())["permutation"]
+    assert result.permutation == truth
+
+
+def test_a_start_is_returned_as_it_is_when_there_is_no_budget(corpus):
+    """Without time to search, the answer is the start, with the start's MSE on all rows."""
+    from dropnet.solve import solve
+
+    folder = corpus_24(corpus)
+    stack, seq_in, seq_out, data = true_blocks(folder)
+    order = np.roll(np.arange(len(seq_in)), 3)
+    start = stack.permutation(seq_in[order], seq_out[order])
+    result = solve(folder, start=tuple(start), time_limit=0)
+    mse, _ = certify.check(stack.weights, data.x, seq_in[order], seq_out[order], data.target,
+                           certify.tolerance(data.target, len(seq_in)))
+    assert result.permutation == start and result.mse == mse and not result.certified
+
+
 def test_kick_keeps_a_permutation_with_its_pairs(corpus):
     stack, seq_in, seq_out, data = true_blocks(corpus_24(corpus))
     climber = Climber(stack.weights, data.x[:64], data.target[:64])

@@ -82,6 +82,9 @@ def pairing_warning(summary: dict) -> str | None:
               help="Seed of the iterated local search's kicks (results are deterministic).")
 @click.option("--pairs", "pairs_file", type=click.Path(path_type=Path), default=None,
               help="JSON list of known [input piece, output piece] pairs (may be partial).")
+@click.option("--start", "start_file", type=click.Path(path_type=Path), default=None,
+              help="Start from this answer (the -o file, --json output or answer.json of an "
+                   "earlier run, or a JSON list of 2n+1 pieces), e.g. to resume a search.")
 @click.option("--no-data", is_flag=True,
               help="Order by the weights alone (no CSV): an uncertified guess, exit 1.")
 @click.option("--cuda", "use_cuda", is_flag=True,
@@ -93,7 +96,8 @@ def pairing_warning(summary: dict) -> str | None:
               help="Also write the answer (or the JSON object with --json) to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit: float,
-          max_evals: int, random_seed: int, pairs_file: Path | None, no_data: bool,
+          max_evals: int, random_seed: int, pairs_file: Path | None,
+          start_file: Path | None, no_data: bool,
           use_cuda: bool, device: str | None, as_json: bool, output: Path | None,
           quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
@@ -106,6 +110,7 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
         options = SearchOptions(rows=rows, seed=seed, time_limit=time_limit,
                                 max_evals=max_evals, random_seed=random_seed,
                                 known_pairs=_read_pairs(pairs_file),
+                                start=_read_start(start_file),
                                 kernels=_kernel_backend(use_cuda, device))
         if no_data:
             result = guess_without_data(load_pieces(find_pieces_folder(pieces_dir)), options)
@@ -154,6 +159,30 @@ def _kernel_backend(use_cuda: bool, device: str | None) -> str:
         return "cpu"
     raise InputError("--cuda: no usable CUDA GPU (numba.cuda found none); "
                      "use --device auto to fall back to the CPU")
+
+
+def _read_start(path: Path | None) -> tuple:
+    """An answer to start from: JSON (a list, or an object with "permutation") or the text
+    ``-o`` writes (piece indices separated by commas or spaces)."""
+    if path is None:
+        return ()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text.replace(",", " ").split()
+    if isinstance(value, dict):
+        value = value.get("permutation")
+    if not isinstance(value, list):
+        raise InputError(f"{path}: expected an answer (piece indices, or JSON with a permutation)")
+    def index(v) -> bool:  # a JSON integer, or a run of digits from the text form
+        return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit())
+    if not all(index(v) for v in value):
+        raise InputError(f"{path}: an answer holds non-negative integer piece indices only")
+    return tuple(int(v) for v in value)
 
 
 def _read_pairs(path: Path | None) -> tuple:

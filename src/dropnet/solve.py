@@ -37,7 +37,8 @@ Progress = Callable[[str], None]
 class SearchOptions:
     """rows: search rows to start with; seed: auto|greedy|delta|wout|pursuit|drift; kernels: cpu|cuda;
     budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s);
-    random_seed makes the iterated local search deterministic."""
+    random_seed makes the iterated local search deterministic; start (an answer) is descended
+    from first and then competes with the seeds."""
 
     rows: int = DEFAULT_ROWS
     seed: str = "auto"
@@ -47,6 +48,7 @@ class SearchOptions:
     time_limit: float = 60.0
     random_seed: int = 0
     known_pairs: tuple = ()  # [input piece, output piece] pairs fixed in advance
+    start: tuple = ()  # an answer (2n+1 piece indices) to start from, e.g. an earlier best
 
 
 @dataclass
@@ -104,6 +106,8 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                          f"width {stack.width}")
     if options.seed != "auto" and options.seed not in SEEDS:
         raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
+    if options.start:
+        stack.sequences(options.start)  # refuse a bad start before any work
     pairing = pair_with_data(stack, data.x, data.target, options.kernels,
                              known_pairs(stack, list(options.known_pairs)))
     timings["pair"] = time.perf_counter() - t
@@ -199,10 +203,16 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
                                     [n for n in names if n not in lazy])
+    if options.start:  # the user's start (an earlier answer, a guess) is descended first
+        seeds.insert(0, ("start", *stack.sequences(options.start)))
     if pairing.data is not None and [p[0] for p in pairings] == ["ratio"]:
         say("the data's pairings start far worse than the ratio's: searching the ratio's only")
         pairing = replace(pairing, data=None)
     run = _Run(stack, pairing, data, options, say, timings)
+    if options.start:  # kept as it is unless the search does better on all rows
+        run.certify(seeds[0][1], seeds[0][2], "start")
+        if run.done():
+            return run.best, run.log, run.tol
     name, seq_in, seq_out = seeds[0]
     cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
     descended = {name: run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]}
