@@ -105,7 +105,8 @@ def test_start_from_an_earlier_answer_in_each_form(small_net, tmp_path):
     assert first.exit_code == 0
     (tmp_path / "result.json").write_text(first.output)
     (tmp_path / "list.json").write_text(json.dumps(perm))
-    for name in ("answer.txt", "result.json", "list.json"):
+    (tmp_path / "printed.txt").write_text(run("solve", folder, "-q").output)  # solve's own text
+    for name in ("answer.txt", "result.json", "list.json", "printed.txt"):
         result = run("solve", folder, "--start", tmp_path / name, "--json", "-q")
         assert result.exit_code == 0, (name, result.output)
         payload = json.loads(result.output)
@@ -116,7 +117,8 @@ def test_bad_starts_are_refused_in_one_line(small_net, tmp_path):
     folder, perm = small_net
     start = tmp_path / "start.json"
     for text in (json.dumps(perm[:-2]), json.dumps(perm[:-1] + [perm[0]]),
-                 json.dumps(swapped_roles(perm)), json.dumps(perm[:-1] + [1.5]), "a,b", "{}"):
+                 json.dumps(swapped_roles(perm)), json.dumps(perm[:-1] + [1.5]), "a,b", "{}",
+                 "", "[]", "1,\u00b2,3", json.dumps(perm[:-1] + [True])):
         start.write_text(text)
         result = run("solve", folder, "--start", start)
         assert result.exit_code == 2, text

@@ -162,8 +162,9 @@ def _kernel_backend(use_cuda: bool, device: str | None) -> str:
 
 
 def _read_start(path: Path | None) -> tuple:
-    """An answer to start from: JSON (a list, or an object with "permutation") or the text
-    ``-o`` writes (piece indices separated by commas or spaces)."""
+    """An answer to start from: JSON (a list, or an object with "permutation") or text whose
+    first line holds the piece indices separated by commas or spaces (what ``-o`` writes and
+    what ``solve`` prints first)."""
     if path is None:
         return ()
     try:
@@ -173,16 +174,22 @@ def _read_start(path: Path | None) -> tuple:
     try:
         value = json.loads(text)
     except ValueError:
-        value = text.replace(",", " ").split()
+        lines = text.strip().splitlines()
+        value = lines[0].replace(",", " ").split() if lines else []
     if isinstance(value, dict):
         value = value.get("permutation")
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not value:
         raise InputError(f"{path}: expected an answer (piece indices, or JSON with a permutation)")
-    def index(v) -> bool:  # a JSON integer, or a run of digits from the text form
-        return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit())
-    if not all(index(v) for v in value):
+    if not all(_piece_index(v) for v in value):
         raise InputError(f"{path}: an answer holds non-negative integer piece indices only")
     return tuple(int(v) for v in value)
+
+
+def _piece_index(value) -> bool:
+    """A JSON integer, or a run of ASCII digits from the text form."""
+    if isinstance(value, str):
+        return value.isascii() and value.isdigit()
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_pairs(path: Path | None) -> tuple:

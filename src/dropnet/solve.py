@@ -106,7 +106,7 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                          f"width {stack.width}")
     if options.seed != "auto" and options.seed not in SEEDS:
         raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
-    if options.start:
+    if len(options.start):
         stack.sequences(options.start)  # refuse a bad start before any work
     pairing = pair_with_data(stack, data.x, data.target, options.kernels,
                              known_pairs(stack, list(options.known_pairs)))
@@ -203,13 +203,13 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
                                     [n for n in names if n not in lazy])
-    if options.start:  # the user's start (an earlier answer, a guess) is descended first
+    if len(options.start):  # the user's start (an earlier answer, a guess) is descended first
         seeds.insert(0, ("start", *stack.sequences(options.start)))
     if pairing.data is not None and [p[0] for p in pairings] == ["ratio"]:
         say("the data's pairings start far worse than the ratio's: searching the ratio's only")
         pairing = replace(pairing, data=None)
     run = _Run(stack, pairing, data, options, say, timings)
-    if options.start:  # kept as it is unless the search does better on all rows
+    if len(options.start):  # kept as it is unless the search does better on all rows
         run.certify(seeds[0][1], seeds[0][2], "start")
         if run.done():
             return run.best, run.log, run.tol
