@@ -162,34 +162,26 @@ def _kernel_backend(use_cuda: bool, device: str | None) -> str:
 
 
 def _read_start(path: Path | None) -> tuple:
-    """An answer to start from: JSON (a list, or an object with "permutation") or text whose
-    first line holds the piece indices separated by commas or spaces (what ``-o`` writes and
-    what ``solve`` prints first)."""
+    """An answer to start from, read as ``verify`` reads one (:func:`parse_permutation`:
+    JSON list or object, or indices separated by commas or spaces); of a text answer only
+    the first line, so what ``solve`` prints works as well as what ``-o`` writes."""
+    from .verify import parse_permutation
+
     if path is None:
         return ()
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not text.lstrip().startswith(("[", "{")):
+        text = next(iter(text.strip().splitlines()), "")
     try:
-        value = json.loads(text)
-    except ValueError:
-        lines = text.strip().splitlines()
-        value = lines[0].replace(",", " ").split() if lines else []
-    if isinstance(value, dict):
-        value = value.get("permutation")
-    if not isinstance(value, list) or not value:
-        raise InputError(f"{path}: expected an answer (piece indices, or JSON with a permutation)")
-    if not all(_piece_index(v) for v in value):
-        raise InputError(f"{path}: an answer holds non-negative integer piece indices only")
-    return tuple(int(v) for v in value)
-
-
-def _piece_index(value) -> bool:
-    """A JSON integer, or a run of ASCII digits from the text form."""
-    if isinstance(value, str):
-        return value.isascii() and value.isdigit()
-    return isinstance(value, int) and not isinstance(value, bool)
+        start = tuple(parse_permutation(text))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    if not start:
+        raise InputError(f"{path}: no answer in it (piece indices, or JSON with a permutation)")
+    return start
 
 
 def _read_pairs(path: Path | None) -> tuple:

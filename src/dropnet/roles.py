@@ -44,28 +44,6 @@ class Stack:
             perm += [int(self.in_ids[i]), int(self.out_ids[j])]
         return perm + [int(self.last_id)]
 
-    def sequences(self, permutation) -> tuple[np.ndarray, np.ndarray]:
-        """The inverse of :meth:`permutation`: an answer (2n+1 piece indices) -> (seq_in,
-        seq_out) (n,) stack indices; InputError unless it uses every piece once, block
-        inputs and outputs in their places (either role for h = d) and the final layer last."""
-        perm = list(permutation)
-        n = self.blocks
-        if len(perm) != 2 * n + 1 or not all(isinstance(p, (int, np.integer)) for p in perm):
-            raise InputError(f"a starting answer needs {2 * n + 1} piece indices; got "
-                             f"{len(perm)} items")
-        if len({int(p) for p in perm}) != len(perm) or int(perm[-1]) != self.last_id:
-            raise InputError("a starting answer must use every piece once and end with the "
-                             f"final layer (piece {self.last_id})")
-        where_in = {int(p): i for i, p in enumerate(self.in_ids)}
-        where_out = {int(p): j for j, p in enumerate(self.out_ids)}
-        bad = [int(p) for p in perm[0:-1:2] if int(p) not in where_in]
-        bad += [int(p) for p in perm[1:-1:2] if int(p) not in where_out]
-        if bad:
-            raise InputError(f"a starting answer puts piece {bad[0]} where its shape does not fit "
-                             "(expected block input, block output, ..., final layer)")
-        return (np.array([where_in[int(p)] for p in perm[0:-1:2]], np.int64),
-                np.array([where_out[int(p)] for p in perm[1:-1:2]], np.int64))
-
 
 def assign_roles(pieces: Pieces) -> Stack:
     """Type pieces by shape: (1, d) final layer, (h, d) block inputs, (d, h) block outputs."""

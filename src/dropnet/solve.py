@@ -17,6 +17,7 @@ from .pairing import Pairing, known_pairs, pair_by_dominance, pair_with_data
 from .roles import Stack, assign_roles
 from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
                      kick, orientation_flips, output_exchanges)
+from .verify import sequences
 
 DEFAULT_ROWS = 128
 ILS_LIMIT = 32  # moves evaluated exactly per step inside iterated local search
@@ -106,8 +107,7 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                          f"width {stack.width}")
     if options.seed != "auto" and options.seed not in SEEDS:
         raise InputError(f"unknown seed order {options.seed!r}; choose auto or one of {SEEDS}")
-    if len(options.start):
-        stack.sequences(options.start)  # refuse a bad start before any work
+    start = sequences(stack, list(options.start)) if len(options.start) else None  # checked first
     pairing = pair_with_data(stack, data.x, data.target, options.kernels,
                              known_pairs(stack, list(options.known_pairs)))
     timings["pair"] = time.perf_counter() - t
@@ -116,7 +116,7 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
         + ("; ambiguous, the data's pairings are searched too" if pairing.data is not None
            else ""))
     t = time.perf_counter()
-    best, log, tol = _order(stack, pairing, data, options, say, timings)
+    best, log, tol = _order(stack, pairing, data, options, say, timings, start)
     timings["order"] = time.perf_counter() - t - timings.get("certify", 0.0)
     order, seq_out, mse = best.seq_in, best.seq_out, best.mse
     mse_true = certify.mse(best.output, data.true) if data.true is not None else None
@@ -192,25 +192,26 @@ def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndar
 
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
-           timings: dict) -> tuple[_Best, SearchLog, float]:
+           timings: dict, start: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> tuple[_Best, SearchLog, float]:
     """The best seed (by MSE on the search rows) gets a descent; if that does not certify,
     every seed gets a quick trial descent (adjacent swaps); the WALKERS best trials get a
     full descent, and iterated local search runs side by side from them: a round of kicks
     each, then the walker with the highest MSE on the search rows is dropped, and so is any
     walker BEHIND times the best one's MSE or more (it is skipped within a round too); the
-    last one walks on until certified or out of budget."""
+    last one walks on until certified or out of budget. A ``start`` (seq_in, seq_out) is
+    checked on all rows first and descended from before the seeds."""
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
                                     [n for n in names if n not in lazy])
-    if len(options.start):  # the user's start (an earlier answer, a guess) is descended first
-        seeds.insert(0, ("start", *stack.sequences(options.start)))
     if pairing.data is not None and [p[0] for p in pairings] == ["ratio"]:
         say("the data's pairings start far worse than the ratio's: searching the ratio's only")
         pairing = replace(pairing, data=None)
     run = _Run(stack, pairing, data, options, say, timings)
-    if len(options.start):  # kept as it is unless the search does better on all rows
-        run.certify(seeds[0][1], seeds[0][2], "start")
+    if start is not None:  # the user's start: kept unless the search does better, descended first
+        seeds.insert(0, ("start", *start))
+        run.certify(*start, "start")
         if run.done():
             return run.best, run.log, run.tol
     name, seq_in, seq_out = seeds[0]
