@@ -239,3 +239,36 @@ def test_weights_whose_products_overflow(tmp_path):
         arrays[name] = arrays[name].astype(np.float64) * 1e160
         np.savez(path, **arrays)
     assert_bad_input(solve(tmp_path), "overflow")
+
+
+# --------------------------------------------------------------------------- the console command
+
+
+def _console(*args, cwd=None):
+    """``dropnet`` as the installed console script runs it (``dropnet.cli:run``)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from dropnet.cli import run; sys.argv[0] = 'dropnet'; run()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_console_command_keeps_output_files_and_exit_codes(small_net, tmp_path):
+    """run() leaves through os._exit: stdout, -o and the exit code must all survive it."""
+    folder, perm = small_net
+    out = tmp_path / "answer.json"
+    done = _console("solve", "-q", "--json", "-o", out, folder)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["permutation"] == perm and payload["sha256"] == answer_sha256(perm)
+    assert json.loads(out.read_text()) == payload
+    bad = _console("solve", "-q", tmp_path / "missing")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error: ")
+    layers, x, pred = make_network(3)
+    write_csv(folder / "historical_data.csv", x, None, pred)  # true only: not certifiable
+    assert _console("solve", "-q", "--time-limit", "1", folder).returncode == 1
+    usage = _console("solve", "--rows", "3", folder)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert _console("--version").returncode == 0
