@@ -251,7 +251,7 @@ def _console(*args, cwd=None):
 
     code = "import sys; from dropnet.cli import run; sys.argv[0] = 'dropnet'; run()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+                          text=True, cwd=cwd, timeout=600, check=False)
 
 
 def test_console_command_keeps_output_files_and_exit_codes(small_net, tmp_path):
@@ -266,7 +266,7 @@ def test_console_command_keeps_output_files_and_exit_codes(small_net, tmp_path):
     bad = _console("solve", "-q", tmp_path / "missing")
     assert bad.returncode == 2 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error: ")
-    layers, x, pred = make_network(3)
+    _, x, pred = make_network(3)
     write_csv(folder / "historical_data.csv", x, None, pred)  # true only: not certifiable
     assert _console("solve", "-q", "--time-limit", "1", folder).returncode == 1
     usage = _console("solve", "--rows", "3", folder)
