@@ -221,3 +221,39 @@ def test_solve_does_not_import_the_trainer():
             "print(any(m in sys.modules for m in ('dropnet.train', 'dropnet.generate', 'scipy.stats')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("profile", ["rising", "shuffled"])
+def test_planted_network_is_its_answer_and_order_matters(profile):
+    """The returned permutation reproduces pred to rounding; one adjacent swap in the middle
+    raises the MSE far above the certificate's tolerance (the stream neither dies nor
+    explodes, so the certificate means something); true pairs stand out by the ratio."""
+    from dropnet import certify
+    from dropnet.generate import planted
+    from dropnet.roles import assign_roles
+    from dropnet.verify import sequences
+
+    n = 24
+    pieces, data, perm = planted(n, 300, width=12, hidden=24, seed=2, profile=profile)
+    assert sorted(perm) == list(range(2 * n + 1))
+    stack = assign_roles(pieces)
+    seq_in, seq_out = sequences(stack, perm)
+    w = stack.weights
+    tol = certify.tolerance(data.pred, n)
+    out = certify.model_output(w, data.x, seq_in, seq_out)
+    assert certify.mse(out, data.pred) < tol and data.pred.var() > 0.01
+    swapped = np.arange(n)
+    swapped[[11, 12]] = [12, 11]
+    out = certify.model_output(w, data.x, seq_in[swapped], seq_out[swapped])
+    assert certify.mse(out, data.pred) > 100 * tol
+    ratio = dominance_ratio(w.w_in[seq_in], w.w_out[seq_out])
+    assert np.diag(ratio).min() > 1.2 * ratio[~np.eye(n, dtype=bool)].max()
+    norms = np.linalg.norm(w.w_out[seq_out], axis=(1, 2))
+    assert (np.all(np.diff(norms) >= 0)) == (profile == "rising")
+
+
+def test_planted_network_refuses_an_unknown_profile():
+    from dropnet.generate import planted
+
+    with pytest.raises(ValueError, match="profile"):
+        planted(4, 10, profile="falling")

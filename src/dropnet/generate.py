@@ -255,6 +255,55 @@ def recipe(regime: str = "strong", **overrides) -> TrainConfig:
     return TrainConfig(**{**RECIPES[regime], **overrides})
 
 
+# --------------------------------------------------------------------------- planted
+
+
+def planted(blocks: int, rows: int, width: int = 48, hidden: int = 96, seed: int = 0,
+            profile: str = "rising"):
+    """A planted (untrained) dropped network in memory: (Pieces, Data, permutation).
+
+    Random residual blocks shaped like the puzzle's: each pair has a strongly negative
+    diagonal, W_out[k] = -a_k W_in[k]^T + noise (dominance ratio about 4-5 against at most 0.6
+    for wrong pairs). ``profile="rising"``: blocks in ascending ||W_out||_F, as the puzzle's
+    nearly are, so the published seed is the answer and the search only has to confirm it;
+    ``"shuffled"``: a_k in random order, so no norm seed is exact (a test of the search). Biases
+    of -1.5 keep most hidden units off, so the stream keeps its scale through any depth and
+    the order matters: one adjacent swap raises the MSE about 16x (192 blocks) to 4,000x
+    (48 blocks) above the certificate's tolerance. ``pred`` and ``true`` are the float32 output
+    on ``rows`` standard normal inputs. Planted networks exercise the machinery at sizes no
+    training here reaches; they are easier to order than trained ones.
+    ``permutation`` (2n+1 piece indices) is the answer, as in answer.json.
+    """
+    from .io import Data, Piece, Pieces
+
+    if profile not in ("rising", "shuffled"):
+        raise ValueError(f"unknown profile {profile!r}; choose rising or shuffled")
+    n, d, h = blocks, width, hidden
+    rng = np.random.default_rng(seed)
+    w_in = rng.standard_normal((n, h, d)) / np.sqrt(d)
+    scale = 0.3 * np.linspace(0.5, 1.5, n)
+    if profile == "shuffled":
+        scale = rng.permutation(scale)
+    noise = 0.3 * np.sqrt(48 / n) * rng.standard_normal((n, d, h)) / np.sqrt(h)
+    w_out = -scale[:, None, None] * np.transpose(w_in, (0, 2, 1)) + noise
+    b_in, b_out = -1.5 + 0.1 * rng.standard_normal((n, h)), 0.01 * rng.standard_normal((n, d))
+    if profile == "rising":  # exactly rising: blocks in ascending ||W_out||_F
+        depth = np.argsort(np.linalg.norm(w_out, axis=(1, 2)), kind="stable")
+        w_in, w_out, b_in, b_out = w_in[depth], w_out[depth], b_in[depth], b_out[depth]
+    w_last, b_last = rng.standard_normal(d) / np.sqrt(d), 0.1
+    x = rng.standard_normal((rows, d))
+    as32 = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731 - saved as float32
+    net = Network(as32(w_in), as32(b_in), as32(w_out), as32(b_out), as32(w_last), float(b_last))
+    pred = predict_float32(net, x).astype(np.float64)
+    layers = network_layers(net)
+    shuffle = rng.permutation(len(layers))  # piece index of answer position p
+    items = [None] * len(layers)
+    for p, (w, b) in enumerate(layers):
+        items[shuffle[p]] = Piece(int(shuffle[p]), w, b, Path("planted"))
+    data = Data(x, pred, pred.copy(), tuple(f"measurement_{i}" for i in range(d)))
+    return Pieces(tuple(items), Path("planted"), ("memory",)), data, [int(i) for i in shuffle]
+
+
 # --------------------------------------------------------------------------- corpus
 
 CORPUS: tuple[TrainConfig, ...] = (  # ~22 s in all on 2 cores (3, 1.5, 7, 11 s)

@@ -165,11 +165,17 @@ class _Best:
     output: np.ndarray
 
 
-def _neighbourhoods(exchanges: Callable, n: int, square: bool) -> list:
+def _neighbourhoods(exchanges: Callable, n: int, square: bool, clean: bool = False) -> list:
     """Cheapest first: adjacent swaps (and, for h = d, role flips); short insertions, swaps
     and rotations; pairing repair (``exchanges``: towards each input's next-likeliest
-    outputs); longer insertions and swaps."""
+    outputs); longer insertions and swaps. With a ``clean`` pairing (no data evidence in
+    play) the repair comes first: it then holds only the moves that give a block back its
+    clearly best output layer (none while every pair is the pairing's), and order moves tried
+    before it would bend the order around a wrong pair (a start with two pairs crossed at 192
+    blocks ended at MSE 1e-5, 30 blocks misplaced, instead of the answer)."""
     first = [adjacent_swaps, orientation_flips] if square else [adjacent_swaps]
+    if clean:
+        return [exchanges] + first + [local_moves(4), local_moves(min(n, 16))]
     return first + [local_moves(4), exchanges, local_moves(min(n, 16))]
 
 
@@ -200,7 +206,8 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     each, then the walker with the highest MSE on the search rows is dropped, and so is any
     walker BEHIND times the best one's MSE or more (it is skipped within a round too); the
     last one walks on until certified or out of budget. A ``start`` (seq_in, seq_out) is
-    checked on all rows first and descended from before the seeds."""
+    checked on all rows first and descended from before the best seed, which is descended
+    from next (a poor start does not keep a good seed waiting behind every trial)."""
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
@@ -214,11 +221,12 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         run.certify(*start, "start")
         if run.done():
             return run.best, run.log, run.tol
-    name, seq_in, seq_out = seeds[0]
     cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
-    descended = {name: run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]}
-    if run.done():
-        return run.best, run.log, run.tol
+    descended = {}
+    for name, seq_in, seq_out in seeds[: 2 if start is not None else 1]:  # and the best seed
+        descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
+        if run.done():
+            return run.best, run.log, run.tol
     if lazy:
         seeds += _ranked_seeds(stack, pairings, data, options, lazy)[0]
     trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
@@ -253,7 +261,8 @@ class _Run:
         self.deadline = time.perf_counter() + options.time_limit
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen)
-        self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square)
+        self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square,
+                                     clean=pairing.data is None)
         # the kicks exchange outputs too while a pairing read from the data is in play
         self.exchanges = exchanges if pairing.data is not None else None
         self.best: _Best | None = None
@@ -285,7 +294,7 @@ class _Run:
         """A quick descent (adjacent swaps, and role flips for h = d) on the search rows:
         (seq_in, seq_out, squared error), which ranks the seeds."""
         climber = self.climber(self.options.rows)
-        cheap = self.hoods[: 2 if self.stack.square else 1]
+        cheap = [adjacent_swaps, orientation_flips] if self.stack.square else [adjacent_swaps]
         state = descend(climber, climber.start(seq_in, seq_out), cheap,
                         self.options.max_rounds, self.deadline, self.tol)
         return state.seq_in, state.seq_out, state.sse
