@@ -292,7 +292,7 @@ def planted(blocks: int, rows: int, width: int = 48, hidden: int = 96, seed: int
         w_in, w_out, b_in, b_out = w_in[depth], w_out[depth], b_in[depth], b_out[depth]
     w_last, b_last = rng.standard_normal(d) / np.sqrt(d), 0.1
     x = rng.standard_normal((rows, d))
-    as32 = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731 - saved as float32
+    as32 = lambda a: np.asarray(a, np.float32).astype(np.float64)  # saved as float32
     net = Network(as32(w_in), as32(b_in), as32(w_out), as32(b_out), as32(w_last), float(b_last))
     pred = predict_float32(net, x).astype(np.float64)
     layers = network_layers(net)
