@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import time
 
-
 from dropnet.generate import planted
 
 
