@@ -263,16 +263,17 @@ def planted(blocks: int, rows: int, width: int = 48, hidden: int = 96, seed: int
     """A planted (untrained) dropped network in memory: (Pieces, Data, permutation).
 
     Random residual blocks shaped like the puzzle's: each pair has a strongly negative
-    diagonal, W_out[k] = -a_k W_in[k]^T + noise (dominance ratio about 4-5 against at most 0.6
-    for wrong pairs). ``profile="rising"``: blocks in ascending ||W_out||_F, as the puzzle's
-    nearly are, so the published seed is the answer and the search only has to confirm it;
-    ``"shuffled"``: a_k in random order, so no norm seed is exact (a test of the search). Biases
-    of -1.5 keep most hidden units off, so the stream keeps its scale through any depth and
-    the order matters: one adjacent swap raises the MSE about 16x (192 blocks) to 4,000x
-    (48 blocks) above the certificate's tolerance. ``pred`` and ``true`` are the float32 output
-    on ``rows`` standard normal inputs. Planted networks exercise the machinery at sizes no
-    training here reaches; they are easier to order than trained ones.
-    ``permutation`` (2n+1 piece indices) is the answer, as in answer.json.
+    diagonal, W_out[k] = -a_k W_in[k]^T + noise (dominance ratio about 4-5 against at most
+    0.6 for wrong pairs). ``profile="rising"``: blocks in ascending ||W_out||_F, as the
+    puzzle's nearly are, so the published seed is the answer and the search only confirms
+    it; ``"shuffled"``: a_k in random order, so no norm seed is exact (a test of the
+    search). Biases of -1.5 keep most hidden units off, so the stream keeps its scale at any
+    depth and the order matters: one adjacent swap in the middle raises the MSE about 25x
+    (192 blocks) to 6,600x (48 blocks) above the certificate's tolerance. ``pred`` and
+    ``true`` are the float32 output on ``rows`` standard normal inputs. Planted networks
+    exercise the machinery at sizes no training here reaches; with rising norms they are
+    easier to order than trained ones. ``permutation`` (2n+1 piece indices) is the answer,
+    as in answer.json.
     """
     from .io import Data, Piece, Pieces
 
