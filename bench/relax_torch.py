@@ -11,10 +11,9 @@ narrower band. The result can be handed to ``dropnet solve --start``.
 Rank correlations with depth, 2026-11-29 (docs/how-it-works.md, Limits):
 
 - SGD 48-block network (seed 1, 2,000 rows; the search from every seed had stalled at MSE
-  0.007-0.017): drift seed 0.76, round 1 0.96, round 2 0.98. ``solve --start`` from round 2
-  certified it exactly in 58.5 s; another 60 s run from the same start ended at 0.00095.
-  These figures come from the prototype this script was cut from: the same schedule, the
-  true pairs (which the ratio finds too) and its own random draws.
+  0.007-0.017), ``--rounds 2 --solve 120``: drift seed 0.75, round 1 0.94, round 2 0.97;
+  certified exactly. (The prototype this script was cut from, with its own random draws:
+  0.96 and 0.98; one 60 s solve from there certified in 58.5 s, another ended at 0.00095.)
 - Adam 48-block network (this script, ``--rounds 2 --solve 120``): drift 0.85, round 1
   0.94, round 2 0.95; certified exactly.
 - SGD 64-block network (d 32): drift 0.59, round 1 0.62, round 2 0.64; not certified. A poor
