@@ -19,6 +19,8 @@ Rank correlations with depth, 2026-11-29 (docs/how-it-works.md, Limits):
 - SGD 64-block network (d 32): drift 0.59, round 1 0.62, round 2 0.64; not certified. A poor
   seed is not rescued.
 - From uniform logits (``--init zeros``), round 1 reached 0.83 on the SGD 48-block network.
+- Puzzle-regime 96-block network (d 32), ``--init zeros``: 0.50, then 0.52; the solve from
+  there ended at MSE 0.0025, not certified.
 
 Run: python bench/relax_torch.py FOLDER [--rounds 2] [--out start.json] [--solve 60]
 """
