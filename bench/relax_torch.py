@@ -36,6 +36,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
+from dropnet import certify
 from dropnet.io import find_data, find_pieces_folder, load_data, load_pieces
 from dropnet.ordering import seed_order
 from dropnet.pairing import pair_with_data
@@ -58,13 +59,15 @@ class Blocks:
         self.w_out, self.b_out = t(weights.w_out[blk_out]), t(weights.b_out[blk_out])
         self.w_last, self.b_last = t(weights.w_last), float(np.ravel(weights.b_last)[0])
         self.x, self.pred, self.n = t(x), t(pred), len(blk_in)
+        self.weights, self.blk_in, self.blk_out = weights, np.asarray(blk_in), np.asarray(blk_out)
+        self.x32, self.pred64 = np.asarray(x, np.float32), np.asarray(pred, np.float64)
 
     def hard_mse(self, order) -> float:
-        x = self.x
-        with torch.no_grad():
-            for k in order:
-                x = x + torch.relu(x @ self.w_in[k].T + self.b_in[k]) @ self.w_out[k].T + self.b_out[k]
-            return float(((x @ self.w_last + self.b_last - self.pred) ** 2).mean())
+        """MSE against pred on all rows of the blocks in ``order``, by dropnet's float32
+        forward kernel (the certificate's)."""
+        out = certify.model_output(self.weights, self.x32, self.blk_in[order],
+                                   self.blk_out[order], dtype=np.float32)
+        return certify.mse(out, self.pred64)
 
     def soft_loss(self, p: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         x = self.x[idx]

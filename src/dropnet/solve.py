@@ -165,6 +165,12 @@ class _Best:
     output: np.ndarray
 
 
+def _cheap_moves(square: bool) -> list:
+    """Adjacent swaps, and for h = d role flips: the seeds' quick trials and every descent's
+    first order moves."""
+    return [adjacent_swaps, orientation_flips] if square else [adjacent_swaps]
+
+
 def _neighbourhoods(exchanges: Callable, n: int, square: bool, clean: bool = False) -> list:
     """Cheapest first: adjacent swaps (and, for h = d, role flips); short insertions, swaps
     and rotations; pairing repair (``exchanges``: towards each input's next-likeliest
@@ -173,7 +179,7 @@ def _neighbourhoods(exchanges: Callable, n: int, square: bool, clean: bool = Fal
     clearly best output layer (none while every pair is the pairing's), and order moves tried
     before it would bend the order around a wrong pair (a start with two pairs crossed at 192
     blocks ended at MSE 1e-5, 30 blocks misplaced, instead of the answer)."""
-    first = [adjacent_swaps, orientation_flips] if square else [adjacent_swaps]
+    first = _cheap_moves(square)
     if clean:
         return [exchanges] + first + [local_moves(4), local_moves(min(n, 16))]
     return first + [local_moves(4), exchanges, local_moves(min(n, 16))]
@@ -294,8 +300,7 @@ class _Run:
         """A quick descent (adjacent swaps, and role flips for h = d) on the search rows:
         (seq_in, seq_out, squared error), which ranks the seeds."""
         climber = self.climber(self.options.rows)
-        cheap = [adjacent_swaps, orientation_flips] if self.stack.square else [adjacent_swaps]
-        state = descend(climber, climber.start(seq_in, seq_out), cheap,
+        state = descend(climber, climber.start(seq_in, seq_out), _cheap_moves(self.stack.square),
                         self.options.max_rounds, self.deadline, self.tol)
         return state.seq_in, state.seq_out, state.sse
 
