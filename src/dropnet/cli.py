@@ -87,6 +87,10 @@ def pairing_warning(summary: dict) -> str | None:
 @click.option("--start", "start_file", type=click.Path(path_type=Path), default=None,
               help="Start from this answer (the -o file, --json output or answer.json of an "
                    "earlier run, or a JSON list of 2n+1 pieces), e.g. to resume a search.")
+@click.option("--relax-after", type=click.FloatRange(min=0), default=0.4, show_default=True,
+              help="Once this share of the time limit has passed uncertified, reorder the best "
+                   "answer by a continuous (Sinkhorn) relaxation fitted to the data, with up "
+                   "to 2/3 of the time left, and search on from it too; 1 or more: never.")
 @click.option("--no-data", is_flag=True,
               help="Order by the weights alone (no CSV): an uncertified guess, exit 1.")
 @click.option("--cuda", "use_cuda", is_flag=True,
@@ -99,7 +103,7 @@ def pairing_warning(summary: dict) -> str | None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit: float,
           max_evals: int, random_seed: int, pairs_file: Path | None,
-          start_file: Path | None, no_data: bool,
+          start_file: Path | None, relax_after: float, no_data: bool,
           use_cuda: bool, device: str | None, as_json: bool, output: Path | None,
           quiet: bool) -> None:
     """Solve the pieces in PIECES_DIR (or its parent) and print the permutation."""
@@ -112,7 +116,7 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
         options = SearchOptions(rows=rows, seed=seed, time_limit=time_limit,
                                 max_evals=max_evals, random_seed=random_seed,
                                 known_pairs=_read_pairs(pairs_file),
-                                start=_read_start(start_file),
+                                start=_read_start(start_file), relax_after=relax_after,
                                 kernels=_kernel_backend(use_cuda, device))
         if no_data:
             result = guess_without_data(load_pieces(find_pieces_folder(pieces_dir)), options)

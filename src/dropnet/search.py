@@ -130,6 +130,7 @@ class SearchLog:
     block_evals: int = 0
     rounds: int = 0
     seconds: float = 0.0
+    relax: dict | None = None  # the relaxation's seconds and MSE, when it ran
 
 
 @dataclass

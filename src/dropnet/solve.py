@@ -31,6 +31,8 @@ OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
 DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
 PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
+RELAX_AFTER = 0.4  # share of the time limit spent uncertified before the relaxation runs
+RELAX_SHARE = 2 / 3  # share of the time then left that the relaxation may take
 Progress = Callable[[str], None]
 
 
@@ -39,7 +41,9 @@ class SearchOptions:
     """rows: search rows to start with; seed: auto|greedy|delta|wout|pursuit|drift; kernels: cpu|cuda;
     budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s);
     random_seed makes the iterated local search deterministic; start (an answer) is descended
-    from first and then competes with the seeds."""
+    from first and then competes with the seeds; relax_after: once this share of time_limit
+    has passed uncertified, the Sinkhorn relaxation (:mod:`dropnet.relax`) reorders the best
+    answer so far and the search goes on from its result too (>= 1: never)."""
 
     rows: int = DEFAULT_ROWS
     seed: str = "auto"
@@ -50,6 +54,7 @@ class SearchOptions:
     random_seed: int = 0
     known_pairs: tuple = ()  # [input piece, output piece] pairs fixed in advance
     start: tuple = ()  # an answer (2n+1 piece indices) to start from, e.g. an earlier best
+    relax_after: float = RELAX_AFTER
 
 
 @dataclass
@@ -125,7 +130,8 @@ def solve_loaded(pieces: Pieces, data: Data, options: SearchOptions = SearchOpti
                    certifiable=data.certifiable, tolerance=tol, seed=best.seed,
                    search={"rounds": log.rounds, "candidates": log.candidates,
                            "repaired_pairs": _repaired(pairing, order, seq_out),
-                           "block_evals": log.block_evals, "mse_history": log.mse},
+                           "block_evals": log.block_evals, "mse_history": log.mse,
+                           "relax": log.relax},
                    timings=timings)
 
 
@@ -152,7 +158,8 @@ def guess_without_data(pieces: Pieces, options: SearchOptions = SearchOptions())
     chosen = seed_order("wout", stack.weights, blk_in, blk_out, np.empty((0, stack.width)))
     return _result(stack, pairing, blk_in[chosen], blk_out[chosen], mse=None, mse_true=None,
                    certified=False, certifiable=False, tolerance=None, seed="wout (no data)",
-                   search={"rounds": 0, "candidates": 0, "block_evals": 0, "mse_history": []},
+                   search={"rounds": 0, "candidates": 0, "block_evals": 0, "mse_history": [],
+                           "relax": None},
                    timings={"pair+order": time.perf_counter() - t})
 
 
@@ -225,13 +232,13 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     if start is not None:  # the user's start: kept unless the search does better, descended first
         seeds.insert(0, ("start", *start))
         run.certify(*start, "start")
-        if run.done():
+        if run.finished():
             return run.best, run.log, run.tol
     cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
     descended = {}
     for name, seq_in, seq_out in seeds[: 2 if start is not None else 1]:  # and the best seed
         descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
-        if run.done():
+        if run.finished():
             return run.best, run.log, run.tol
     if lazy:
         seeds += _ranked_seeds(stack, pairings, data, options, lazy)[0]
@@ -244,6 +251,18 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         if name not in descended and not run.done():
             descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
         walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
+    walkers = _walk(run, walkers)
+    relaxed = run.relax() if run.paused() and not run.finished() else None
+    if relaxed is not None:
+        seq_in, seq_out, _ = run.descend_growing("relax", *relaxed, time.perf_counter() + cap)
+        walkers = _walk(run, walkers + [_Walker(run, seq_in, seq_out, "relax", WALKERS)])
+    return run.best, run.log, run.tol
+
+
+def _walk(run: "_Run", walkers: list["_Walker"]) -> list["_Walker"]:
+    """Iterated local search side by side: rounds of kicks, the worst walker dropped after
+    each, then the last one walks on; until certified, out of budget or paused. Returns the
+    walkers left."""
     while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
         for walker in sorted(walkers, key=lambda w: w.mse):  # the likeliest first
             if walker.mse <= BEHIND * min(w.mse for w in walkers):
@@ -253,7 +272,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         if len(walkers) > 1:
             walkers.remove(max(walkers, key=lambda w: w.mse))
     walkers[0].walk()
-    return run.best, run.log, run.tol
+    return walkers
 
 
 class _Run:
@@ -264,7 +283,10 @@ class _Run:
         self.stack, self.data, self.options, self.say, self.timings = (
             stack, data, options, say, timings)
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
-        self.deadline = time.perf_counter() + options.time_limit
+        started = time.perf_counter()
+        self.deadline = started + options.time_limit
+        self.pause = (started + options.relax_after * options.time_limit
+                      if options.relax_after < 1 else np.inf)  # then relax (once)
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen)
         self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square,
@@ -283,8 +305,40 @@ class _Run:
     def spent(self) -> bool:
         return _spent(self.log, self.options, self.deadline)
 
-    def done(self) -> bool:
+    def finished(self) -> bool:
+        """Certified or out of budget."""
         return self.best.mse <= self.tol or self.spent()
+
+    def paused(self) -> bool:
+        """Time for the relaxation, which has not run yet."""
+        return time.perf_counter() > self.pause
+
+    def done(self) -> bool:
+        """Stop the local search: finished, or paused for the relaxation."""
+        return self.finished() or self.paused()
+
+    def relax(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Reorder the best answer so far by the relaxation (:func:`dropnet.relax.relax`,
+        its blocks as they are paired), with RELAX_SHARE of the time left: (seq_in,
+        seq_out) of the best hard order it saw, or None."""
+        from .relax import CHECK_ROWS, relax  # scipy.optimize: imported only when needed
+
+        self.pause = np.inf
+        t = time.perf_counter()
+        budget = RELAX_SHARE * (self.deadline - t)
+        best = self.best
+        self.say(f"local search stalled at MSE {best.mse:.3g}: relaxation for up to "
+                 f"{budget:.0f} s")
+        order, mse = relax(self.stack.weights, best.seq_in, best.seq_out, self.data.x,
+                           self.data.target, np.arange(len(best.seq_in)),
+                           random_seed=self.options.random_seed, deadline=t + budget,
+                           budget=budget, kernels=self.options.kernels)
+        self.log.relax = {"seconds": time.perf_counter() - t, "mse": mse}
+        if order is None:
+            return None
+        self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
+                 f"in {self.log.relax['seconds']:.0f} s")
+        return best.seq_in[order], best.seq_out[order]
 
     def certify(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str) -> float:
         """MSE of a sequence on all rows (``certify.check``); the best so far is kept."""

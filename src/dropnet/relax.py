@@ -1,0 +1,248 @@
+"""Order the blocks by a continuous relaxation of the permutation (Sinkhorn), fitted to the data.
+
+A soft network holds, at every position p, a mixture of all n blocks:
+
+    x <- x + sum_k P[p, k] * (W_out[k] relu(W_in[k] x + b_in[k]) + b_out[k])
+
+with P = Sinkhorn(L / tau) doubly stochastic (n, n). The logits L are fitted by Adam to the
+MSE against the target on minibatches of rows while tau anneals from tau0 to TAU_END, which
+pushes P towards a permutation; every CHECK_EVERY steps the Hungarian assignment of P gives
+a hard order, and the hard order of lowest MSE (on up to CHECK_ROWS rows) is kept. A round
+starts from a band of width ``band`` positions around a given order (or from uniform logits);
+each later round starts from the previous round's order with a narrower band (ROUNDS).
+
+The mixture is linear in P, so a position's forward pass is two matrix products over all
+blocks at once: the stacked input layers (n h, d) and output layers (n h, d). Blocks whose
+weight at a position is below ACTIVE are skipped there (their gradient through Sinkhorn is
+proportional to that weight). Gradients are written out by hand (no autograd); the tests
+check them against finite differences and, where torch is installed, against autograd.
+
+Cost: about 10 b d h n^2 flops per step for b rows (the forward pass twice and the backward
+pass), against 2 b d h n for one hard forward pass: far more than the local search, which is
+why the solver runs it only when the local search has stalled and budget remains.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ._kernels import BlockWeights
+
+TAU_END = 0.03  # temperature at the end of every round
+ACTIVE = 1e-5  # blocks weighted below this at a position are skipped there
+CHECK_EVERY = 10  # steps between hard orders read off P
+CHECK_ROWS = 2048  # rows the hard orders are scored on
+SINKHORN_ITERS = 30
+MIN_STEPS = 20  # a round fitted to a budget keeps at least this many steps
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: ``band`` (positions, None: uniform logits), ``steps`` of Adam (learning
+    rate ``lr``) on ``batch`` rows, temperature from ``tau0`` down to TAU_END."""
+
+    band: float | None
+    steps: int
+    batch: int
+    tau0: float
+    lr: float = 0.05
+
+
+ROUNDS = (Round(8.0, 400, 256, 1.0), Round(3.0, 250, 512, 0.3), Round(2.0, 200, 1024, 0.2))
+
+
+def sinkhorn(logits: np.ndarray, iters: int = SINKHORN_ITERS) -> tuple[np.ndarray, list]:
+    """(P (n, n) doubly stochastic, the tape for :func:`sinkhorn_backward`): rows, then
+    columns, normalised in log space ``iters`` times."""
+    tape, z = [], logits.astype(np.float64)
+    for _ in range(iters):
+        for axis in (1, 0):
+            s = _softmax(z, axis)
+            tape.append((axis, s))
+            z = np.log(np.maximum(s, 1e-300))
+    return np.exp(z), tape
+
+
+def sinkhorn_backward(dp: np.ndarray, p: np.ndarray, tape: list) -> np.ndarray:
+    """Gradient (n, n) with respect to the logits, given the gradient ``dp`` with respect
+    to P = sinkhorn(logits)[0]. Each step z <- z - logsumexp(z, axis) has the adjoint
+    dz <- dz - softmax(z, axis) * sum(dz, axis)."""
+    dz = dp * p
+    for axis, s in reversed(tape):
+        dz = dz - s * dz.sum(axis=axis, keepdims=True)
+    return dz
+
+
+def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class SoftNetwork:
+    """The n blocks (blk_in[k], blk_out[k]) stacked for the soft forward pass, in ``dtype``."""
+
+    def __init__(self, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
+                 dtype=np.float32):
+        n, h, d = len(blk_in), weights.w_in.shape[1], weights.w_in.shape[2]
+        self.n, self.h, self.d, self.dtype = n, h, d, dtype
+        self.w_in = np.ascontiguousarray(weights.w_in[blk_in], dtype)  # (n, h, d)
+        self.b_in = np.ascontiguousarray(weights.b_in[blk_in], dtype)  # (n, h)
+        self.w_out_t = np.ascontiguousarray(  # (n, h, d): W_out[k].T
+            np.transpose(weights.w_out[blk_out], (0, 2, 1)), dtype)
+        self.b_out = np.ascontiguousarray(weights.b_out[blk_out], dtype)  # (n, d)
+        self.w_last = np.asarray(weights.w_last, dtype).reshape(d)
+        self.b_last = dtype(np.ravel(weights.b_last)[0])
+
+    def _layers(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a = len(active)
+        return (self.w_in[active].reshape(a * self.h, self.d),
+                self.b_in[active].reshape(a * self.h),
+                self.w_out_t[active].reshape(a * self.h, self.d))
+
+    def loss_and_grad(self, p: np.ndarray, x: np.ndarray, target: np.ndarray
+                      ) -> tuple[float, np.ndarray]:
+        """(MSE of the soft network with weights p (n, n) on rows x (b, d) against target
+        (b,), its gradient (n, n) with respect to p). Entries of p below ACTIVE are treated
+        as zero and get a zero gradient."""
+        x = np.asarray(x, self.dtype)
+        acts, actives = [], [np.flatnonzero(p[q] >= ACTIVE) for q in range(self.n)]
+        for q, active in enumerate(actives):
+            acts.append(x)
+            w_in, b_in, w_out_t = self._layers(active)
+            pq = p[q, active].astype(self.dtype)
+            hidden = np.maximum(x @ w_in.T + b_in, 0).reshape(len(x), len(active), self.h)
+            hidden *= pq[None, :, None]
+            x = x + hidden.reshape(len(x), -1) @ w_out_t + pq @ self.b_out[active]
+        err = (x @ self.w_last + self.b_last).astype(np.float64) - target
+        g = (2.0 / len(err) * err)[:, None].astype(self.dtype) * self.w_last[None, :]
+        grad = np.zeros((self.n, self.n))
+        for q in range(self.n - 1, -1, -1):
+            active, xq = actives[q], acts[q]
+            w_in, b_in, w_out_t = self._layers(active)
+            pre = xq @ w_in.T + b_in  # recomputed: storing it for every position costs n b n h
+            back = (g @ w_out_t.T).reshape(len(xq), len(active), self.h)
+            grad[q, active] = (np.einsum("bkh,bkh->k", np.maximum(pre, 0).reshape(back.shape), back)
+                               + self.b_out[active] @ g.sum(axis=0))
+            back *= p[q, active].astype(self.dtype)[None, :, None]
+            g = g + (back.reshape(len(xq), -1) * (pre > 0)) @ w_in
+        return float(np.mean(err**2)), grad
+
+
+class _Adam:
+    def __init__(self, shape: tuple, lr: float, betas=(0.9, 0.999), eps=1e-8):
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+        self.m, self.v = np.zeros(shape), np.zeros(shape)
+
+    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m = b1 * self.m + (1 - b1) * grad
+        self.v = b2 * self.v + (1 - b2) * grad**2
+        m_hat, v_hat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
+        params -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+def band_logits(order: np.ndarray | None, n: int, band: float | None) -> np.ndarray:
+    """Initial logits (n positions, n blocks): -(p - pos[k])^2 / (2 band^2), pos[k] the
+    position of block k in ``order``; zeros without an order or a band."""
+    if order is None or band is None:
+        return np.zeros((n, n))
+    pos = np.empty(n, np.int64)
+    pos[np.asarray(order)] = np.arange(n)
+    return -((np.arange(n)[:, None] - pos[None, :]) ** 2) / (2.0 * band**2)
+
+
+def hard_order(p: np.ndarray) -> np.ndarray:
+    """The permutation closest to P: order[q] = the block at position q (Hungarian)."""
+    return linear_sum_assignment(-p)[1].astype(np.int64)
+
+
+def relax_round(net: SoftNetwork, x: np.ndarray, target: np.ndarray, order: np.ndarray | None,
+                plan: Round, rng: np.random.Generator, score, deadline: float = np.inf
+                ) -> tuple[np.ndarray | None, float]:
+    """One round from ``order`` (n,) or uniform logits: returns (the hard order of lowest
+    ``score(order)`` seen, that score); (None, inf) when the deadline passed first. ``x``
+    (m, d) and ``target`` (m,) are the rows minibatches are drawn from."""
+    logits = band_logits(order, net.n, plan.band) + 0.01 * rng.standard_normal((net.n, net.n))
+    adam, best = _Adam(logits.shape, plan.lr), (None, np.inf)
+    for step in range(plan.steps):
+        if time.perf_counter() > deadline:
+            break
+        tau = plan.tau0 * (TAU_END / plan.tau0) ** (step / max(plan.steps - 1, 1))
+        p, tape = sinkhorn(logits / tau)
+        rows = rng.integers(0, len(x), size=min(plan.batch, len(x)))
+        _, dp = net.loss_and_grad(p, x[rows], target[rows])
+        adam.step(logits, sinkhorn_backward(dp, p, tape) / tau)
+        if step % CHECK_EVERY == CHECK_EVERY - 1 or step == plan.steps - 1:
+            candidate = hard_order(sinkhorn(logits / tau)[0])
+            value = score(candidate)
+            if value < best[1]:
+                best = (candidate, value)
+    return best
+
+
+def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
+          target: np.ndarray, order: np.ndarray | None = None, rounds: int = 2,
+          random_seed: int = 0, deadline: float = np.inf, budget: float | None = None,
+          plan: tuple[Round, ...] = ROUNDS, kernels: str = "cpu"
+          ) -> tuple[np.ndarray | None, float]:
+    """Order the blocks (blk_in[k], blk_out[k]) (n,) by ``rounds`` rounds of ``plan`` (the
+    last entry repeats), the first from a band around ``order`` (None: uniform logits).
+    ``budget`` (s): the steps of every round are scaled down alike so that the estimated
+    time fits (a step's cost is timed once); ``deadline`` (perf_counter) stops it anyway.
+    Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
+    rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came first."""
+    from . import certify
+
+    if time.perf_counter() > deadline:
+        return None, np.inf
+    rng = np.random.default_rng(random_seed)
+    net = SoftNetwork(weights, blk_in, blk_out)
+    x32 = np.ascontiguousarray(x, np.float32)
+    m = min(CHECK_ROWS, len(x))
+    weights32 = weights.astype(np.float32)
+
+    def score(candidate: np.ndarray) -> float:
+        out = certify.model_output(weights32, x32[:m], blk_in[candidate], blk_out[candidate],
+                                   kernels, np.float32)
+        return certify.mse(out, target[:m])
+
+    plans = [plan[min(r, len(plan) - 1)] for r in range(rounds)]
+    if budget is not None:
+        plans = _fit(net, x32, target, plans, budget)
+    best = (None, np.inf)
+    for r, step_plan in enumerate(plans):
+        if order is None and r == 0:
+            step_plan = replace(step_plan, band=None)
+        found, value = relax_round(net, x32, target, order, step_plan, rng, score, deadline)
+        if found is None:
+            break
+        order = found
+        if value < best[1]:
+            best = (found, value)
+    return best
+
+
+def _fit(net: SoftNetwork, x: np.ndarray, target: np.ndarray, plans: list[Round],
+         budget: float) -> list[Round]:
+    """``plans`` with the steps scaled alike (at least MIN_STEPS each) so that their
+    estimated time fits ``budget`` seconds. One step with every block active at every
+    position is timed on the first round's batch; a round's step is taken to cost that in
+    proportion to its batch and to the share of P active at its start (an overestimate
+    once P concentrates)."""
+    batch = min(plans[0].batch, len(x))
+    t = time.perf_counter()
+    net.loss_and_grad(np.full((net.n, net.n), 1.0 / net.n), x[:batch], target[:batch])
+    per_row = (time.perf_counter() - t) / batch
+    cost = sum(p.steps * min(p.batch, len(x)) * per_row * _active_share(net.n, p) for p in plans)
+    scale = min(1.0, budget / max(cost, 1e-12))
+    return [replace(p, steps=max(MIN_STEPS, int(p.steps * scale))) for p in plans]
+
+
+def _active_share(n: int, plan: Round) -> float:
+    """Share of the entries of P at ACTIVE or above at the start of a round."""
+    p = sinkhorn(band_logits(np.arange(n), n, plan.band) / plan.tau0)[0]
+    return float(np.mean(p >= ACTIVE))

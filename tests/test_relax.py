@@ -1,0 +1,171 @@
+"""The Sinkhorn relaxation (dropnet.relax): its hand-written gradients against finite
+differences and torch autograd, the soft network at a permutation against the hard forward
+pass, and the orders it returns."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dropnet import relax
+from dropnet._kernels import backend
+
+from test_kernels import random_weights
+
+
+def _setup(seed: int, n: int = 5, m: int = 40, d: int = 6, h: int = 10):
+    rng = np.random.default_rng(seed)
+    w = random_weights(rng, n, d, h, scale=1.0)
+    x = rng.standard_normal((m, d))
+    target = backend("reference").network_output(x, w, np.arange(n), np.arange(n))
+    return rng, w, x, target
+
+
+def _loss(net, logits, x, target):
+    p, tape = relax.sinkhorn(logits)
+    loss, dp = net.loss_and_grad(p, x, target)
+    return loss, relax.sinkhorn_backward(dp, p, tape)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9))
+def test_sinkhorn_is_doubly_stochastic(seed, n):
+    logits = np.random.default_rng(seed).standard_normal((n, n))
+    p = relax.sinkhorn(logits, iters=200)[0]
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-12)  # the last normalisation
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert p.min() >= 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_matches_finite_differences(seed):
+    rng, w, x, target = _setup(seed)
+    net = relax.SoftNetwork(w, np.arange(5), rng.permutation(5), np.float64)
+    logits = rng.standard_normal((5, 5))
+    _, grad = _loss(net, logits, x, target)
+    numeric = np.zeros_like(logits)
+    for i, j in np.ndindex(*logits.shape):
+        step = np.zeros_like(logits)
+        step[i, j] = 1e-6
+        numeric[i, j] = (_loss(net, logits + step, x, target)[0]
+                         - _loss(net, logits - step, x, target)[0]) / 2e-6
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9 * np.abs(numeric).max())
+
+
+def test_gradient_matches_torch_autograd():
+    torch = pytest.importorskip("torch")
+    rng, w, x, target = _setup(7, n=6)
+    net = relax.SoftNetwork(w, rng.permutation(6), rng.permutation(6), np.float64)
+    logits = rng.standard_normal((6, 6)) * 2
+    loss, grad = _loss(net, logits, x, target)
+
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)
+    leaf = t(logits).requires_grad_(True)
+    z = leaf
+    for _ in range(relax.SINKHORN_ITERS):
+        z = z - torch.logsumexp(z, 1, keepdim=True)
+        z = z - torch.logsumexp(z, 0, keepdim=True)
+    p, xt = z.exp(), t(x)
+    for q in range(6):
+        hidden = torch.relu(torch.einsum("bd,khd->kbh", xt, t(net.w_in)) + t(net.b_in)[:, None])
+        res = torch.einsum("kbh,khd->kbd", hidden, t(net.w_out_t)) + t(net.b_out)[:, None]
+        xt = xt + torch.einsum("k,kbd->bd", p[q], res)
+    expected = ((xt @ t(net.w_last) + float(net.b_last) - t(target)) ** 2).mean()
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(grad, leaf.grad.numpy(), rtol=1e-9, atol=1e-14)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 7))
+def test_soft_network_at_a_permutation_is_the_hard_network(seed, n):
+    rng, w, x, target = _setup(seed, n=n)
+    blk_in, blk_out, order = rng.permutation(n), rng.permutation(n), rng.permutation(n)
+    net = relax.SoftNetwork(w, blk_in, blk_out, np.float64)
+    loss, _ = net.loss_and_grad(np.eye(n)[order], x, target)
+    out = backend("reference").network_output(x, w, blk_in[order], blk_out[order])
+    assert loss == pytest.approx(np.mean((out - target) ** 2), rel=1e-10, abs=1e-14)
+
+
+def test_blocks_weighted_below_active_are_skipped():
+    rng, w, x, target = _setup(3, n=4)
+    net = relax.SoftNetwork(w, np.arange(4), np.arange(4), np.float64)
+    p = np.full((4, 4), 0.25)
+    p[1, 2] = relax.ACTIVE / 10
+    loss, grad = net.loss_and_grad(p, x, target)
+    assert grad[1, 2] == 0.0 and np.all(grad[p >= relax.ACTIVE] != 0.0)
+    p_zero = p.copy()
+    p_zero[1, 2] = 0.0
+    assert net.loss_and_grad(p_zero, x, target)[0] == loss
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.floats(0.5, 10))
+def test_band_logits_peak_at_the_order(seed, n, band):
+    order = np.random.default_rng(seed).permutation(n)
+    logits = relax.band_logits(order, n, band)
+    assert np.array_equal(relax.hard_order(logits), order)
+    assert not relax.band_logits(None, n, band).any()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6))
+def test_relax_returns_a_permutation_no_worse_than_it_reports(seed, n):
+    rng, w, x, target = _setup(seed, n=n)
+    plan = relax.Round(3.0, 12, 16, 0.5)
+    order, mse = relax.relax(w, np.arange(n), np.arange(n), x, target, rng.permutation(n),
+                             rounds=2, random_seed=seed, plan=(plan, plan))
+    assert sorted(order) == list(range(n))
+    out = backend("reference").network_output(x, w, order, order)
+    assert mse == pytest.approx(np.mean((out - target) ** 2), rel=1e-4, abs=1e-9)
+
+
+def test_relax_reports_nothing_when_the_deadline_has_passed():
+    _, w, x, target = _setup(0)
+    assert relax.relax(w, np.arange(5), np.arange(5), x, target, deadline=0.0) == (None, np.inf)
+
+
+def test_relax_orders_a_shuffled_network_from_uniform_logits():
+    """Eight blocks in random order, no start: the relaxation puts them within adjacent
+    swaps of the answer (here one), which a climb then certifies."""
+    from dropnet import certify
+    from dropnet.generate import planted
+    from dropnet.search import Climber
+    from dropnet.roles import assign_roles
+    from dropnet.verify import sequences
+
+    pieces, data, permutation = planted(8, 512, width=16, hidden=32, seed=1, profile="shuffled")
+    stack = assign_roles(pieces)
+    seq_in, seq_out = sequences(stack, list(permutation))
+    shuffle = np.random.default_rng(0).permutation(8)
+    order, mse = relax.relax(stack.weights, seq_in[shuffle], seq_out[shuffle], data.x,
+                             data.target, None, rounds=2)
+    climber = Climber(stack.weights, data.x, data.target, dtype=np.float64)
+    seq_in, seq_out = seq_in[shuffle][order], seq_out[shuffle][order]
+    state = climber.climb(climber.start(seq_in, seq_out))
+    assert state.sse / len(data.x) <= certify.tolerance(data.target, 8) < mse
+
+
+@pytest.mark.parametrize("relax_after", [0.25, 1.0])
+def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after):
+    """Noise on pred keeps any order from being certified, so the search stalls and, at
+    relax_after of the time limit, relaxes once; the answer is still the planted one's
+    MSE or better, and relax_after >= 1 never relaxes."""
+    from dataclasses import replace
+
+    from dropnet.generate import planted
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    pieces, data, permutation = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
+    noise = 1e-3 * np.random.default_rng(0).standard_normal(data.rows)
+    noisy = replace(data, pred=data.pred + noise)
+    said = []
+    result = solve_loaded(pieces, noisy, SearchOptions(time_limit=3.0, relax_after=relax_after),
+                          progress=said.append)
+    assert sorted(result.permutation) == list(range(21)) and not result.certified
+    assert result.mse <= np.mean(noise**2) * (1 + 1e-6)  # the planted order's MSE
+    relaxed = [line for line in said if line.startswith("relaxation:")]
+    if relax_after < 1:
+        assert len(relaxed) == 1 and result.search["relax"]["seconds"] <= 3.0
+    else:
+        assert not relaxed and result.search["relax"] is None
