@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_kernels import random_weights
 
 from dropnet import relax
 from dropnet._kernels import backend
-
-from test_kernels import random_weights
 
 
 def _setup(seed: int, n: int = 5, m: int = 40, d: int = 6, h: int = 10):
@@ -88,7 +88,7 @@ def test_soft_network_at_a_permutation_is_the_hard_network(seed, n):
 
 
 def test_blocks_weighted_below_active_are_skipped():
-    rng, w, x, target = _setup(3, n=4)
+    _, w, x, target = _setup(3, n=4)
     net = relax.SoftNetwork(w, np.arange(4), np.arange(4), np.float64)
     p = np.full((4, 4), 0.25)
     p[1, 2] = relax.ACTIVE / 10
@@ -130,8 +130,8 @@ def test_relax_orders_a_shuffled_network_from_uniform_logits():
     swaps of the answer (here one), which a climb then certifies."""
     from dropnet import certify
     from dropnet.generate import planted
-    from dropnet.search import Climber
     from dropnet.roles import assign_roles
+    from dropnet.search import Climber
     from dropnet.verify import sequences
 
     pieces, data, permutation = planted(8, 512, width=16, hidden=32, seed=1, profile="shuffled")
@@ -156,7 +156,7 @@ def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after):
     from dropnet.generate import planted
     from dropnet.solve import SearchOptions, solve_loaded
 
-    pieces, data, permutation = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
+    pieces, data, _ = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
     noise = 1e-3 * np.random.default_rng(0).standard_normal(data.rows)
     noisy = replace(data, pred=data.pred + noise)
     said = []

@@ -259,7 +259,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     return run.best, run.log, run.tol
 
 
-def _walk(run: "_Run", walkers: list["_Walker"]) -> list["_Walker"]:
+def _walk(run: _Run, walkers: list[_Walker]) -> list[_Walker]:
     """Iterated local search side by side: rounds of kicks, the worst walker dropped after
     each, then the last one walks on; until certified, out of budget or paused. Returns the
     walkers left."""
@@ -321,7 +321,7 @@ class _Run:
         """Reorder the best answer so far by the relaxation (:func:`dropnet.relax.relax`,
         its blocks as they are paired), with RELAX_SHARE of the time left: (seq_in,
         seq_out) of the best hard order it saw, or None."""
-        from .relax import CHECK_ROWS, relax  # scipy.optimize: imported only when needed
+        from .relax import CHECK_ROWS, relax  # (scipy.optimize: only when needed)
 
         self.pause = np.inf
         t = time.perf_counter()
