@@ -272,3 +272,15 @@ def test_console_command_keeps_output_files_and_exit_codes(small_net, tmp_path):
     usage = _console("solve", "--rows", "3", folder)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
     assert _console("--version").returncode == 0
+
+
+def test_relax_after_defaults_to_the_api_default_and_reaches_the_search(small_net):
+    from dropnet.solve import SearchOptions
+
+    option = next(p for p in main.commands["solve"].params if p.name == "relax_after")
+    assert option.default == SearchOptions().relax_after
+    folder, perm = small_net
+    result = solve(folder, "--json", "--relax-after", "0")
+    payload = json.loads(result.stdout)
+    assert result.exit_code == 0 and payload["permutation"] == perm
+    assert payload["search"]["relax"] is None  # certified before the search could stall

@@ -95,6 +95,7 @@ class SoftNetwork:
         self.b_out = np.ascontiguousarray(weights.b_out[blk_out], dtype)  # (n, d)
         self.w_last = np.asarray(weights.w_last, dtype).reshape(d)
         self.b_last = dtype(np.ravel(weights.b_last)[0])
+        self.block_rows = 0  # blocks x rows evaluated so far (forward, recompute, backward)
 
     def _layers(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a = len(active)
@@ -117,6 +118,7 @@ class SoftNetwork:
             hidden *= pq[None, :, None]
             x = x + hidden.reshape(len(x), -1) @ w_out_t + pq @ self.b_out[active]
         err = (x @ self.w_last + self.b_last).astype(np.float64) - target
+        self.block_rows += 3 * len(x) * sum(len(a) for a in actives)
         g = (2.0 / len(err) * err)[:, None].astype(self.dtype) * self.w_last[None, :]
         grad = np.zeros((self.n, self.n))
         for q in range(self.n - 1, -1, -1):
@@ -187,14 +189,16 @@ def relax_round(net: SoftNetwork, x: np.ndarray, target: np.ndarray, order: np.n
 def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
           target: np.ndarray, order: np.ndarray | None = None, rounds: int = 2,
           random_seed: int = 0, deadline: float = np.inf, budget: float | None = None,
-          plan: tuple[Round, ...] = ROUNDS, kernels: str = "cpu"
+          plan: tuple[Round, ...] = ROUNDS, kernels: str = "cpu", stats: dict | None = None
           ) -> tuple[np.ndarray | None, float]:
     """Order the blocks (blk_in[k], blk_out[k]) (n,) by ``rounds`` rounds of ``plan`` (the
     last entry repeats), the first from a band around ``order`` (None: uniform logits).
     ``budget`` (s): the steps of every round are scaled down alike so that the estimated
     time fits (a step's cost is timed once); ``deadline`` (perf_counter) stops it anyway.
     Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
-    rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came first."""
+    rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came first.
+    ``stats``, if given, receives ``steps`` (per round) and ``block_rows`` (blocks times
+    rows evaluated, the soft forward, recomputed and backward passes counted)."""
     from . import certify
 
     if time.perf_counter() > deadline:
@@ -213,6 +217,8 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     plans = [plan[min(r, len(plan) - 1)] for r in range(rounds)]
     if budget is not None:
         plans = _fit(net, x32, target, plans, budget)
+    if stats is not None:
+        stats.update(steps=[p.steps for p in plans], block_rows=0)
     best = (None, np.inf)
     for r, step_plan in enumerate(plans):
         if order is None and r == 0:
@@ -223,6 +229,8 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
         order = found
         if value < best[1]:
             best = (found, value)
+    if stats is not None:
+        stats["block_rows"] = net.block_rows
     return best
 
 

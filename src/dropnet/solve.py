@@ -329,11 +329,16 @@ class _Run:
         best = self.best
         self.say(f"local search stalled at MSE {best.mse:.3g}: relaxation for up to "
                  f"{budget:.0f} s")
+        stats: dict = {}
         order, mse = relax(self.stack.weights, best.seq_in, best.seq_out, self.data.x,
                            self.data.target, np.arange(len(best.seq_in)),
                            random_seed=self.options.random_seed, deadline=t + budget,
-                           budget=budget, kernels=self.options.kernels)
-        self.log.relax = {"seconds": time.perf_counter() - t, "mse": mse}
+                           budget=budget, kernels=self.options.kernels, stats=stats)
+        # counted as block evaluations on the search rows, as the local search counts them
+        self.log.block_evals += stats.get("block_rows", 0) // min(self.options.rows, self.data.rows)
+        self.log.relax = {"seconds": time.perf_counter() - t,
+                          "mse": mse if order is not None else None,  # JSON has no inf
+                          "steps": stats.get("steps", [])}
         if order is None:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
