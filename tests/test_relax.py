@@ -169,3 +169,20 @@ def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after):
         assert len(relaxed) == 1 and result.search["relax"]["seconds"] <= 3.0
     else:
         assert not relaxed and result.search["relax"] is None
+
+
+def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):
+    """A relaxation that returns nothing (out of time before its first step) does not end
+    the search: the walkers use the rest of the time limit."""
+    from dataclasses import replace
+
+    from dropnet.generate import planted
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    pieces, data, _ = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
+    noisy = replace(data, pred=data.pred + 1e-3 * np.random.default_rng(0).standard_normal(300))
+    calls = []
+    monkeypatch.setattr(relax, "relax", lambda *a, **k: calls.append(1) or (None, np.inf))
+    result = solve_loaded(pieces, noisy, SearchOptions(time_limit=2.0, relax_after=0.25))
+    assert calls == [1] and result.search["relax"]["mse"] is None
+    assert result.timings["order"] + result.timings.get("certify", 0) >= 1.9

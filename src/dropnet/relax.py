@@ -17,9 +17,10 @@ weight at a position is below ACTIVE are skipped there (their gradient through S
 proportional to that weight). Gradients are written out by hand (no autograd); the tests
 check them against finite differences and, where torch is installed, against autograd.
 
-Cost: about 10 b d h n^2 flops per step for b rows (the forward pass twice and the backward
-pass), against 2 b d h n for one hard forward pass: far more than the local search, which is
-why the solver runs it only when the local search has stalled and budget remains.
+Cost: about 10 b d h n^2 flops per step for b rows with every block active (the forward pass
+twice and the backward pass), against 4 b d h n for one hard forward pass: each step costs
+about 2.5 n hard passes, far more than a local move, which is why the solver runs it only
+when the local search has stalled and budget remains.
 """
 from __future__ import annotations
 
@@ -166,10 +167,13 @@ def relax_round(net: SoftNetwork, x: np.ndarray, target: np.ndarray, order: np.n
                 plan: Round, rng: np.random.Generator, score, deadline: float = np.inf
                 ) -> tuple[np.ndarray | None, float]:
     """One round from ``order`` (n,) or uniform logits: returns (the hard order of lowest
-    ``score(order)`` seen, that score); (None, inf) when the deadline passed first. ``x``
-    (m, d) and ``target`` (m,) are the rows minibatches are drawn from."""
+    ``score(order)`` seen, that score), hard orders being read every CHECK_EVERY steps and
+    when the round stops (at its last step, at the deadline, or when the fit turns
+    non-finite); (None, inf) if no step ran. ``x`` (m, d) and ``target`` (m,) are the rows
+    minibatches are drawn from."""
     logits = band_logits(order, net.n, plan.band) + 0.01 * rng.standard_normal((net.n, net.n))
-    adam, best = _Adam(logits.shape, plan.lr), (None, np.inf)
+    adam, best, tau = _Adam(logits.shape, plan.lr), (None, np.inf), plan.tau0
+    done = read = 0  # steps done; steps done when a hard order was last read
     for step in range(plan.steps):
         if time.perf_counter() > deadline:
             break
@@ -177,13 +181,23 @@ def relax_round(net: SoftNetwork, x: np.ndarray, target: np.ndarray, order: np.n
         p, tape = sinkhorn(logits / tau)
         rows = rng.integers(0, len(x), size=min(plan.batch, len(x)))
         _, dp = net.loss_and_grad(p, x[rows], target[rows])
-        adam.step(logits, sinkhorn_backward(dp, p, tape) / tau)
-        if step % CHECK_EVERY == CHECK_EVERY - 1 or step == plan.steps - 1:
-            candidate = hard_order(sinkhorn(logits / tau)[0])
-            value = score(candidate)
-            if value < best[1]:
-                best = (candidate, value)
+        grad = sinkhorn_backward(dp, p, tape) / tau
+        if not np.all(np.isfinite(grad)):  # an overflow in the soft pass: stop here
+            break
+        adam.step(logits, grad)
+        done += 1
+        if done % CHECK_EVERY == 0:
+            best, read = _read(logits / tau, score, best), done
+    if done > read:  # the state the round stopped in
+        best = _read(logits / tau, score, best)
     return best
+
+
+def _read(scaled: np.ndarray, score, best: tuple) -> tuple:
+    """``best`` or the hard order of sinkhorn(scaled) with its score, whichever scores lower."""
+    candidate = hard_order(sinkhorn(scaled)[0])
+    value = score(candidate)
+    return (candidate, value) if value < best[1] else best
 
 
 def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
@@ -196,9 +210,10 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     ``budget`` (s): the steps of every round are scaled down alike so that the estimated
     time fits (a step's cost is timed once); ``deadline`` (perf_counter) stops it anyway.
     Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
-    rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came first.
-    ``stats``, if given, receives ``steps`` (per round) and ``block_rows`` (blocks times
-    rows evaluated, the soft forward, recomputed and backward passes counted)."""
+    rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came before
+    the first step. ``stats``, if given, receives ``steps`` (planned, per round) and
+    ``block_rows`` (blocks times rows evaluated: the soft forward, recomputed and backward
+    passes, and the hard orders' scoring)."""
     from . import certify
 
     if time.perf_counter() > deadline:
@@ -210,19 +225,20 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     weights32 = weights.astype(np.float32)
 
     def score(candidate: np.ndarray) -> float:
+        net.block_rows += m * net.n
         out = certify.model_output(weights32, x32[:m], blk_in[candidate], blk_out[candidate],
                                    kernels, np.float32)
         return certify.mse(out, target[:m])
 
     plans = [plan[min(r, len(plan) - 1)] for r in range(rounds)]
-    if budget is not None:
+    if order is None and plans:  # uniform logits for the first round
+        plans[0] = replace(plans[0], band=None)
+    if budget is not None and plans:
         plans = _fit(net, x32, target, plans, budget)
     if stats is not None:
         stats.update(steps=[p.steps for p in plans], block_rows=0)
     best = (None, np.inf)
-    for r, step_plan in enumerate(plans):
-        if order is None and r == 0:
-            step_plan = replace(step_plan, band=None)
+    for step_plan in plans:
         found, value = relax_round(net, x32, target, order, step_plan, rng, score, deadline)
         if found is None:
             break

@@ -248,14 +248,16 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
     walkers = []
     for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
-        if name not in descended and not run.done():
+        if name not in descended and not run.finished():
             descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
         walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
     walkers = _walk(run, walkers)
-    relaxed = run.relax() if run.paused() and not run.finished() else None
-    if relaxed is not None:
-        seq_in, seq_out, _ = run.descend_growing("relax", *relaxed, time.perf_counter() + cap)
-        walkers = _walk(run, walkers + [_Walker(run, seq_in, seq_out, "relax", WALKERS)])
+    if run.paused() and not run.finished():  # stalled: relax once, then walk on
+        relaxed = run.relax()
+        if relaxed is not None:
+            seq_in, seq_out, _ = run.descend_growing("relax", *relaxed, time.perf_counter() + cap)
+            walkers.append(_Walker(run, seq_in, seq_out, "relax", WALKERS))
+        walkers = _walk(run, walkers)
     return run.best, run.log, run.tol
 
 
@@ -267,6 +269,8 @@ def _walk(run: _Run, walkers: list[_Walker]) -> list[_Walker]:
         for walker in sorted(walkers, key=lambda w: w.mse):  # the likeliest first
             if walker.mse <= BEHIND * min(w.mse for w in walkers):
                 walker.walk(ROUND_KICKS)
+        if run.done():  # a round cut short drops no one
+            break
         best = min(w.mse for w in walkers)
         walkers = [w for w in walkers if w.mse <= BEHIND * best]
         if len(walkers) > 1:
@@ -285,8 +289,8 @@ class _Run:
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
         started = time.perf_counter()
         self.deadline = started + options.time_limit
-        self.pause = (started + options.relax_after * options.time_limit
-                      if options.relax_after < 1 else np.inf)  # then relax (once)
+        self.pause = (started + options.relax_after * options.time_limit  # then relax (once)
+                      if options.relax_after < 1 and np.isfinite(options.time_limit) else np.inf)
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen)
         self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square,
