@@ -67,7 +67,7 @@ def test_gradient_matches_torch_autograd():
         z = z - torch.logsumexp(z, 0, keepdim=True)
     p, xt = z.exp(), t(x)
     for q in range(6):
-        hidden = torch.relu(torch.einsum("bd,khd->kbh", xt, t(net.w_in)) + t(net.b_in)[:, None])
+        hidden = torch.relu(torch.einsum("bd,khd->kbh", xt, t(net.w_in)) + t(net.w_in_b[:, :, -1])[:, None])
         res = torch.einsum("kbh,khd->kbd", hidden, t(net.w_out_t)) + t(net.b_out)[:, None]
         xt = xt + torch.einsum("k,kbd->bd", p[q], res)
     expected = ((xt @ t(net.w_last) + float(net.b_last) - t(target)) ** 2).mean()
@@ -186,3 +186,17 @@ def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):
     result = solve_loaded(pieces, noisy, SearchOptions(time_limit=2.0, relax_after=0.25))
     assert calls == [1] and result.search["relax"]["mse"] is None
     assert result.timings["order"] + result.timings.get("certify", 0) >= 1.9
+
+
+def test_gradient_is_the_same_when_hidden_layers_are_recomputed(monkeypatch):
+    rng, w, x, target = _setup(5, n=6)
+    net = relax.SoftNetwork(w, np.arange(6), rng.permutation(6), np.float64)
+    p = relax.sinkhorn(rng.standard_normal((6, 6)))[0]
+    kept = net.loss_and_grad(p, x, target)
+    monkeypatch.setattr(relax, "KEEP_BYTES", 3 * x.shape[0] * 6 * 10 * 8)  # room for 3 of 6
+    partly = net.loss_and_grad(p, x, target)
+    monkeypatch.setattr(relax, "KEEP_BYTES", 0)
+    recomputed = net.loss_and_grad(p, x, target)
+    for other in (partly, recomputed):
+        assert other[0] == kept[0]
+        np.testing.assert_allclose(other[1], kept[1], rtol=1e-12, atol=1e-15)

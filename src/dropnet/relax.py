@@ -17,10 +17,10 @@ weight at a position is below ACTIVE are skipped there (their gradient through S
 proportional to that weight). Gradients are written out by hand (no autograd); the tests
 check them against finite differences and, where torch is installed, against autograd.
 
-Cost: about 10 b d h n^2 flops per step for b rows with every block active (the forward pass
-twice and the backward pass), against 4 b d h n for one hard forward pass: each step costs
-about 2.5 n hard passes, far more than a local move, which is why the solver runs it only
-when the local search has stalled and budget remains.
+Cost: about 8 b d h n^2 flops per step for b rows with every block active (the forward and
+backward passes, two matrix products each per position), against 4 b d h n for one hard
+forward pass: each step costs about 2 n hard passes, far more than a local move, which is
+why the solver runs it only when the local search has stalled and budget remains.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ ACTIVE = 1e-5  # blocks weighted below this at a position are skipped there
 CHECK_EVERY = 10  # steps between hard orders read off P
 CHECK_ROWS = 2048  # rows the hard orders are scored on
 SINKHORN_ITERS = 30
+KEEP_BYTES = 2**28  # hidden layers up to this size are kept for the backward pass, not recomputed
 MIN_STEPS = 20  # a round fitted to a budget keeps at least this many steps
 
 
@@ -90,47 +91,52 @@ class SoftNetwork:
         n, h, d = len(blk_in), weights.w_in.shape[1], weights.w_in.shape[2]
         self.n, self.h, self.d, self.dtype = n, h, d, dtype
         self.w_in = np.ascontiguousarray(weights.w_in[blk_in], dtype)  # (n, h, d)
-        self.b_in = np.ascontiguousarray(weights.b_in[blk_in], dtype)  # (n, h)
+        self.w_in_b = np.ascontiguousarray(  # (n, h, d + 1): [W_in[k] | b_in[k]]
+            np.concatenate([weights.w_in[blk_in], weights.b_in[blk_in][:, :, None]], 2), dtype)
         self.w_out_t = np.ascontiguousarray(  # (n, h, d): W_out[k].T
             np.transpose(weights.w_out[blk_out], (0, 2, 1)), dtype)
         self.b_out = np.ascontiguousarray(weights.b_out[blk_out], dtype)  # (n, d)
         self.w_last = np.asarray(weights.w_last, dtype).reshape(d)
         self.b_last = dtype(np.ravel(weights.b_last)[0])
-        self.block_rows = 0  # blocks x rows evaluated so far (forward, recompute, backward)
+        self.block_rows = 0  # blocks x rows evaluated so far (forward and backward passes)
 
-    def _layers(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a = len(active)
-        return (self.w_in[active].reshape(a * self.h, self.d),
-                self.b_in[active].reshape(a * self.h),
-                self.w_out_t[active].reshape(a * self.h, self.d))
+    def _pre(self, x: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Pre-activations (b, a h) of the ``active`` blocks (a,) on rows x (b, d), the bias
+        taken into the matrix product through a column of ones."""
+        ones = np.empty((len(x), self.d + 1), self.dtype)
+        ones[:, : self.d], ones[:, self.d] = x, 1
+        return ones @ self.w_in_b[active].reshape(-1, self.d + 1).T
 
     def loss_and_grad(self, p: np.ndarray, x: np.ndarray, target: np.ndarray
                       ) -> tuple[float, np.ndarray]:
         """(MSE of the soft network with weights p (n, n) on rows x (b, d) against target
         (b,), its gradient (n, n) with respect to p). Entries of p below ACTIVE are treated
-        as zero and get a zero gradient."""
-        x = np.asarray(x, self.dtype)
-        acts, actives = [], [np.flatnonzero(p[q] >= ACTIVE) for q in range(self.n)]
+        as zero and get a zero gradient. The weights p[q, k] scale the (h, d) weight
+        matrices rather than the (b, h) activations: fewer values to touch."""
+        x, b, h, d = np.asarray(x, self.dtype), len(x), self.h, self.d
+        acts, kept, room = [], [], KEEP_BYTES  # kept: hidden layers held for the backward pass
+        actives = [np.flatnonzero(p[q] >= ACTIVE) for q in range(self.n)]
         for q, active in enumerate(actives):
             acts.append(x)
-            w_in, b_in, w_out_t = self._layers(active)
             pq = p[q, active].astype(self.dtype)
-            hidden = np.maximum(x @ w_in.T + b_in, 0).reshape(len(x), len(active), self.h)
-            hidden *= pq[None, :, None]
-            x = x + hidden.reshape(len(x), -1) @ w_out_t + pq @ self.b_out[active]
+            hidden = np.maximum(self._pre(x, active), 0)
+            room -= hidden.nbytes
+            kept.append(hidden if room >= 0 else None)
+            x = x + hidden @ (self.w_out_t[active] * pq[:, None, None]).reshape(-1, d) \
+                + pq @ self.b_out[active]
         err = (x @ self.w_last + self.b_last).astype(np.float64) - target
-        self.block_rows += 3 * len(x) * sum(len(a) for a in actives)
-        g = (2.0 / len(err) * err)[:, None].astype(self.dtype) * self.w_last[None, :]
+        self.block_rows += 2 * b * sum(len(a) for a in actives)
+        g = (2.0 / b * err)[:, None].astype(self.dtype) * self.w_last[None, :]
         grad = np.zeros((self.n, self.n))
         for q in range(self.n - 1, -1, -1):
-            active, xq = actives[q], acts[q]
-            w_in, b_in, w_out_t = self._layers(active)
-            pre = xq @ w_in.T + b_in  # recomputed: storing it for every position costs n b n h
-            back = (g @ w_out_t.T).reshape(len(xq), len(active), self.h)
-            grad[q, active] = (np.einsum("bkh,bkh->k", np.maximum(pre, 0).reshape(back.shape), back)
+            active = actives[q]
+            pq = p[q, active].astype(self.dtype)
+            hidden = kept[q] if kept[q] is not None else np.maximum(self._pre(acts[q], active), 0)
+            back = g @ self.w_out_t[active].reshape(-1, d).T  # (b, a h): d loss / d hidden, per unit p
+            back *= hidden > 0  # now d loss / d pre, per unit p
+            grad[q, active] = (np.einsum("bkh,bkh->k", hidden.reshape(b, -1, h), back.reshape(b, -1, h))
                                + self.b_out[active] @ g.sum(axis=0))
-            back *= p[q, active].astype(self.dtype)[None, :, None]
-            g = g + (back.reshape(len(xq), -1) * (pre > 0)) @ w_in
+            g = g + back @ (self.w_in[active] * pq[:, None, None]).reshape(-1, d)
         return float(np.mean(err**2)), grad
 
 
@@ -212,8 +218,8 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
     rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came before
     the first step. ``stats``, if given, receives ``steps`` (planned, per round) and
-    ``block_rows`` (blocks times rows evaluated: the soft forward, recomputed and backward
-    passes, and the hard orders' scoring)."""
+    ``block_rows`` (blocks times rows evaluated: the soft forward and backward passes, and
+    the hard orders' scoring)."""
     from . import certify
 
     if time.perf_counter() > deadline:
@@ -253,20 +259,27 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
 def _fit(net: SoftNetwork, x: np.ndarray, target: np.ndarray, plans: list[Round],
          budget: float) -> list[Round]:
     """``plans`` with the steps scaled alike (at least MIN_STEPS each) so that their
-    estimated time fits ``budget`` seconds. One step with every block active at every
-    position is timed on the first round's batch; a round's step is taken to cost that in
-    proportion to its batch and to the share of P active at its start (an overestimate
-    once P concentrates)."""
+    estimated time fits ``budget`` seconds. A step with every block active at every position
+    is timed (the faster of two, on the first round's batch); a round's step is taken to
+    cost that in proportion to its batch and to the share of P that is active, averaged
+    over the round (:func:`_active_share`)."""
     batch = min(plans[0].batch, len(x))
-    t = time.perf_counter()
-    net.loss_and_grad(np.full((net.n, net.n), 1.0 / net.n), x[:batch], target[:batch])
-    per_row = (time.perf_counter() - t) / batch
+    uniform = np.full((net.n, net.n), 1.0 / net.n)
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        net.loss_and_grad(uniform, x[:batch], target[:batch])
+        times.append(time.perf_counter() - t)
+    per_row = min(times) / batch
     cost = sum(p.steps * min(p.batch, len(x)) * per_row * _active_share(net.n, p) for p in plans)
     scale = min(1.0, budget / max(cost, 1e-12))
     return [replace(p, steps=max(MIN_STEPS, int(p.steps * scale))) for p in plans]
 
 
-def _active_share(n: int, plan: Round) -> float:
-    """Share of the entries of P at ACTIVE or above at the start of a round."""
-    p = sinkhorn(band_logits(np.arange(n), n, plan.band) / plan.tau0)[0]
-    return float(np.mean(p >= ACTIVE))
+def _active_share(n: int, plan: Round, samples: int = 8) -> float:
+    """Share of the entries of P at ACTIVE or above over a round, estimated as if the
+    logits stayed at their start (the band) while the temperature anneals: the mean over
+    ``samples`` temperatures of the schedule."""
+    logits = band_logits(np.arange(n), n, plan.band)
+    taus = plan.tau0 * (TAU_END / plan.tau0) ** np.linspace(0.0, 1.0, samples)
+    return float(np.mean([np.mean(sinkhorn(logits / tau)[0] >= ACTIVE) for tau in taus]))
