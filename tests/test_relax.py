@@ -3,6 +3,8 @@ differences and torch autograd, the soft network at a permutation against the ha
 pass, and the orders it returns."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -147,15 +149,18 @@ def test_relax_orders_a_shuffled_network_from_uniform_logits():
 
 
 @pytest.mark.parametrize("relax_after", [0.25, 1.0])
-def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after):
+def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after, monkeypatch):
     """Noise on pred keeps any order from being certified, so the search stalls and, at
-    relax_after of the time limit, relaxes once; the answer is still the planted one's
-    MSE or better, and relax_after >= 1 never relaxes."""
+    relax_after of the time limit, relaxes once (however little of its schedule fits: the
+    mechanism is tested here); the answer is still the planted one's MSE or better, and
+    relax_after >= 1 never relaxes."""
     from dataclasses import replace
 
+    solve = importlib.import_module("dropnet.solve")  # the module (dropnet.solve is the function)
     from dropnet.generate import planted
     from dropnet.solve import SearchOptions, solve_loaded
 
+    monkeypatch.setattr(solve, "RELAX_MIN", 0.0)
     pieces, data, _ = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
     noise = 1e-3 * np.random.default_rng(0).standard_normal(data.rows)
     noisy = replace(data, pred=data.pred + noise)
@@ -172,10 +177,11 @@ def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after):
 
 
 def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):
-    """A relaxation that returns nothing (out of time before its first step) does not end
-    the search: the walkers use the rest of the time limit."""
+    """A relaxation that returns nothing (out of time before its first step, or skipped for
+    lack of room) does not end the search: the walkers use the rest of the time limit."""
     from dataclasses import replace
 
+    solve = importlib.import_module("dropnet.solve")  # the module (dropnet.solve is the function)
     from dropnet.generate import planted
     from dropnet.solve import SearchOptions, solve_loaded
 
@@ -185,6 +191,14 @@ def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):
     monkeypatch.setattr(relax, "relax", lambda *a, **k: calls.append(1) or (None, np.inf))
     result = solve_loaded(pieces, noisy, SearchOptions(time_limit=2.0, relax_after=0.25))
     assert calls == [1] and result.search["relax"]["mse"] is None
+    assert result.timings["order"] + result.timings.get("certify", 0) >= 1.9
+    monkeypatch.undo()
+    monkeypatch.setattr(solve, "RELAX_MIN", 2.0)  # never enough room: skipped, walk on
+    said = []
+    result = solve_loaded(pieces, noisy, SearchOptions(time_limit=2.0, relax_after=0.25),
+                          progress=said.append)
+    assert any(line.startswith("relaxation skipped") for line in said)
+    assert result.search["relax"]["mse"] is None and result.search["relax"]["share"] < 2.0
     assert result.timings["order"] + result.timings.get("certify", 0) >= 1.9
 
 
@@ -200,3 +214,15 @@ def test_gradient_is_the_same_when_hidden_layers_are_recomputed(monkeypatch):
     for other in (partly, recomputed):
         assert other[0] == kept[0]
         np.testing.assert_allclose(other[1], kept[1], rtol=1e-12, atol=1e-15)
+
+
+def test_relax_is_skipped_when_too_little_of_its_schedule_fits():
+    _, w, x, target = _setup(1)
+    stats = {}
+    found = relax.relax(w, np.arange(5), np.arange(5), x, target, np.arange(5), budget=1e-9,
+                        min_share=0.5, stats=stats)
+    assert found == (None, np.inf) and stats["share"] < 0.5
+    stats = {}
+    order, _ = relax.relax(w, np.arange(5), np.arange(5), x, target, np.arange(5), budget=60.0,
+                           min_share=0.5, stats=stats, plan=(relax.Round(3.0, 20, 16, 0.5),))
+    assert stats["share"] == 1.0 and sorted(order) == list(range(5))

@@ -209,12 +209,13 @@ def _read(scaled: np.ndarray, score, best: tuple) -> tuple:
 def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.ndarray,
           target: np.ndarray, order: np.ndarray | None = None, rounds: int = 2,
           random_seed: int = 0, deadline: float = np.inf, budget: float | None = None,
-          plan: tuple[Round, ...] = ROUNDS, kernels: str = "cpu", stats: dict | None = None
-          ) -> tuple[np.ndarray | None, float]:
+          plan: tuple[Round, ...] = ROUNDS, kernels: str = "cpu", stats: dict | None = None,
+          min_share: float = 0.0) -> tuple[np.ndarray | None, float]:
     """Order the blocks (blk_in[k], blk_out[k]) (n,) by ``rounds`` rounds of ``plan`` (the
     last entry repeats), the first from a band around ``order`` (None: uniform logits).
     ``budget`` (s): the steps of every round are scaled down alike so that the estimated
-    time fits (a step's cost is timed once); ``deadline`` (perf_counter) stops it anyway.
+    time fits (a step's cost is timed once), and if less than ``min_share`` of the schedule
+    fits, nothing is run: (None, inf); ``deadline`` (perf_counter) stops it anyway.
     Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
     rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came before
     the first step. ``stats``, if given, receives ``steps`` (planned, per round) and
@@ -239,10 +240,13 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     plans = [plan[min(r, len(plan) - 1)] for r in range(rounds)]
     if order is None and plans:  # uniform logits for the first round
         plans[0] = replace(plans[0], band=None)
+    scale = 1.0
     if budget is not None and plans:
-        plans = _fit(net, x32, target, plans, budget)
+        plans, scale = _fit(net, x32, target, plans, budget)
     if stats is not None:
-        stats.update(steps=[p.steps for p in plans], block_rows=0)
+        stats.update(steps=[p.steps for p in plans], block_rows=net.block_rows, share=scale)
+    if scale < min_share:
+        return None, np.inf
     best = (None, np.inf)
     for step_plan in plans:
         found, value = relax_round(net, x32, target, order, step_plan, rng, score, deadline)
@@ -257,12 +261,12 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
 
 
 def _fit(net: SoftNetwork, x: np.ndarray, target: np.ndarray, plans: list[Round],
-         budget: float) -> list[Round]:
-    """``plans`` with the steps scaled alike (at least MIN_STEPS each) so that their
+         budget: float) -> tuple[list[Round], float]:
+    """(``plans`` with the steps scaled alike (at least MIN_STEPS each) so that their
     estimated time fits ``budget`` seconds. A step with every block active at every position
     is timed (the faster of two, on the first round's batch); a round's step is taken to
     cost that in proportion to its batch and to the share of P that is active, averaged
-    over the round (:func:`_active_share`)."""
+    over the round (:func:`_active_share`). The scale (at most 1) is returned too)."""
     batch = min(plans[0].batch, len(x))
     uniform = np.full((net.n, net.n), 1.0 / net.n)
     times = []
@@ -273,7 +277,7 @@ def _fit(net: SoftNetwork, x: np.ndarray, target: np.ndarray, plans: list[Round]
     per_row = min(times) / batch
     cost = sum(p.steps * min(p.batch, len(x)) * per_row * _active_share(net.n, p) for p in plans)
     scale = min(1.0, budget / max(cost, 1e-12))
-    return [replace(p, steps=max(MIN_STEPS, int(p.steps * scale))) for p in plans]
+    return [replace(p, steps=max(MIN_STEPS, int(p.steps * scale))) for p in plans], scale
 
 
 def _active_share(n: int, plan: Round, samples: int = 8) -> float:

@@ -31,8 +31,9 @@ OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
 DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
 PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
-RELAX_AFTER = 0.4  # share of the time limit spent uncertified before the relaxation runs
+RELAX_AFTER = 0.5  # share of the time limit spent uncertified before the relaxation runs
 RELAX_SHARE = 2 / 3  # share of the time then left that the relaxation may take
+RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
 Progress = Callable[[str], None]
 
 
@@ -337,12 +338,16 @@ class _Run:
         order, mse = relax(self.stack.weights, best.seq_in, best.seq_out, self.data.x,
                            self.data.target, np.arange(len(best.seq_in)),
                            random_seed=self.options.random_seed, deadline=t + budget,
-                           budget=budget, kernels=self.options.kernels, stats=stats)
+                           budget=budget, kernels=self.options.kernels, stats=stats,
+                           min_share=RELAX_MIN)
         # counted as block evaluations on the search rows, as the local search counts them
         self.log.block_evals += stats.get("block_rows", 0) // min(self.options.rows, self.data.rows)
         self.log.relax = {"seconds": time.perf_counter() - t,
                           "mse": mse if order is not None else None,  # JSON has no inf
-                          "steps": stats.get("steps", [])}
+                          "steps": stats.get("steps", []), "share": stats.get("share")}
+        if stats.get("share", 1.0) < RELAX_MIN:
+            self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
+                     f"{budget:.0f} s (a longer --time-limit gives it room)")
         if order is None:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
