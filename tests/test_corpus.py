@@ -22,10 +22,13 @@ def test_small_corpus_networks_are_solved_exactly(corpus):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known limit (issue 7): on this 48-block generated "
-                   "network the best seed (drift) has rank correlation 0.68 with depth, the "
-                   "search needs about 0.99 and stalls near MSE 0.02")
-def test_48_block_corpus_network(corpus):
+def test_48_block_corpus_network_is_certified_with_the_relaxation(corpus):
+    """The walkers alone stall on this 48-block network (its best seed, drift, has rank
+    correlation 0.68 with depth; 300 s of iterated local search end near MSE 0.009). The
+    relaxation, run straight after the seeds' descents (relax_after=0), orders it closely
+    enough for the walk to certify it: 204 s on the project's machine, 119 s of them the
+    relaxation's full schedule, which fits its budget about twice over."""
     folder = next(f for f in corpus if f.name.startswith("b48"))
-    result, truth = solve_entry(folder, time_limit=600, max_evals=150_000)
+    result, truth = solve_entry(folder, time_limit=600, relax_after=0.0)
     assert result.certified and result.permutation == truth
+    assert result.seed.startswith("relax") and result.search["relax"]["share"] == 1.0

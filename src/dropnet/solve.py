@@ -31,7 +31,8 @@ OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
 DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
 PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
-RELAX_AFTER = 0.5  # share of the time limit spent uncertified before the relaxation runs
+RELAX_AFTER = 0.15  # share of the time limit the walkers get before the relaxation runs
+RELAX_AFTER_AMBIGUOUS = 0.5  # ... at least, when pairs read from the data are in play
 RELAX_SHARE = 2 / 3  # share of the time then left that the relaxation may take
 RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
 Progress = Callable[[str], None]
@@ -43,8 +44,9 @@ class SearchOptions:
     budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s);
     random_seed makes the iterated local search deterministic; start (an answer) is descended
     from first and then competes with the seeds; relax_after: once this share of time_limit
-    has passed uncertified, the Sinkhorn relaxation (:mod:`dropnet.relax`) reorders the best
-    answer so far and the search goes on from its result too (>= 1: never)."""
+    has passed uncertified (and the seeds' descents are done; at least half of it while pairs
+    read from the data are in play), the Sinkhorn relaxation (:mod:`dropnet.relax`) reorders
+    the best answer so far and the search goes on from its result too (>= 1: never)."""
 
     rows: int = DEFAULT_ROWS
     seed: str = "auto"
@@ -290,8 +292,11 @@ class _Run:
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
         started = time.perf_counter()
         self.deadline = started + options.time_limit
-        self.pause = (started + options.relax_after * options.time_limit  # then relax (once)
-                      if options.relax_after < 1 and np.isfinite(options.time_limit) else np.inf)
+        after = options.relax_after
+        if pairing.data is not None:  # the walkers repair pairs first; the relaxation keeps them
+            after = max(after, RELAX_AFTER_AMBIGUOUS)
+        self.pause = (started + after * options.time_limit  # then relax (once)
+                      if after < 1 and np.isfinite(options.time_limit) else np.inf)
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen)
         self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square,
