@@ -223,7 +223,9 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     walker BEHIND times the best one's MSE or more (it is skipped within a round too); the
     last one walks on until certified or out of budget. A ``start`` (seq_in, seq_out) is
     checked on all rows first and descended from before the best seed, which is descended
-    from next (a poor start does not keep a good seed waiting behind every trial)."""
+    from next (a poor start does not keep a good seed waiting behind every trial). Once
+    ``relax_after`` of the time limit has passed, the walk stops for the relaxation
+    (:meth:`_Run.relax`), whose order is descended from and joins the walkers."""
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
@@ -337,7 +339,7 @@ class _Run:
         t = time.perf_counter()
         budget = RELAX_SHARE * (self.deadline - t)
         best = self.best
-        self.say(f"local search stalled at MSE {best.mse:.3g}: relaxation for up to "
+        self.say(f"uncertified at MSE {best.mse:.3g}: relaxation of the order for up to "
                  f"{budget:.0f} s")
         stats: dict = {}
         order, mse = relax(self.stack.weights, best.seq_in, best.seq_out, self.data.x,
