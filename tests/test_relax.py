@@ -69,7 +69,8 @@ def test_gradient_matches_torch_autograd():
         z = z - torch.logsumexp(z, 0, keepdim=True)
     p, xt = z.exp(), t(x)
     for q in range(6):
-        hidden = torch.relu(torch.einsum("bd,khd->kbh", xt, t(net.w_in)) + t(net.w_in_b[:, :, -1])[:, None])
+        hidden = torch.relu(torch.einsum("bd,khd->kbh", xt, t(net.w_in_b[:, :, :-1]))
+                            + t(net.w_in_b[:, :, -1])[:, None])
         res = torch.einsum("kbh,khd->kbd", hidden, t(net.w_out_t)) + t(net.b_out)[:, None]
         xt = xt + torch.einsum("k,kbd->bd", p[q], res)
     expected = ((xt @ t(net.w_last) + float(net.b_last) - t(target)) ** 2).mean()
@@ -148,22 +149,29 @@ def test_relax_orders_a_shuffled_network_from_uniform_logits():
     assert state.sse / len(data.x) <= certify.tolerance(data.target, 8) < mse
 
 
+def _noisy_planted():
+    """(pieces, data with pred + N(0, 1e-3^2) noise, the noise (m,)): a shuffled planted
+    10-block network that no order can certify, so every search stalls on it."""
+    from dataclasses import replace
+
+    from dropnet.generate import planted
+
+    pieces, data, _ = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
+    noise = 1e-3 * np.random.default_rng(0).standard_normal(data.rows)
+    return pieces, replace(data, pred=data.pred + noise), noise
+
+
 @pytest.mark.parametrize("relax_after", [0.25, 1.0])
 def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after, monkeypatch):
     """Noise on pred keeps any order from being certified, so the search stalls and, at
     relax_after of the time limit, relaxes once (however little of its schedule fits: the
     mechanism is tested here); the answer is still the planted one's MSE or better, and
     relax_after >= 1 never relaxes."""
-    from dataclasses import replace
-
     solve = importlib.import_module("dropnet.solve")  # the module (dropnet.solve is the function)
-    from dropnet.generate import planted
     from dropnet.solve import SearchOptions, solve_loaded
 
     monkeypatch.setattr(solve, "RELAX_MIN", 0.0)
-    pieces, data, _ = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
-    noise = 1e-3 * np.random.default_rng(0).standard_normal(data.rows)
-    noisy = replace(data, pred=data.pred + noise)
+    pieces, noisy, noise = _noisy_planted()
     said = []
     result = solve_loaded(pieces, noisy, SearchOptions(time_limit=3.0, relax_after=relax_after),
                           progress=said.append)
@@ -179,14 +187,10 @@ def test_solve_relaxes_once_when_stalled_and_never_ends_worse(relax_after, monke
 def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):
     """A relaxation that returns nothing (out of time before its first step, or skipped for
     lack of room) does not end the search: the walkers use the rest of the time limit."""
-    from dataclasses import replace
-
     solve = importlib.import_module("dropnet.solve")  # the module (dropnet.solve is the function)
-    from dropnet.generate import planted
     from dropnet.solve import SearchOptions, solve_loaded
 
-    pieces, data, _ = planted(10, 300, width=16, hidden=32, seed=2, profile="shuffled")
-    noisy = replace(data, pred=data.pred + 1e-3 * np.random.default_rng(0).standard_normal(300))
+    pieces, noisy, _ = _noisy_planted()
     calls = []
     monkeypatch.setattr(relax, "relax", lambda *a, **k: calls.append(1) or (None, np.inf))
     result = solve_loaded(pieces, noisy, SearchOptions(time_limit=2.0, relax_after=0.25))

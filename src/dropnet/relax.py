@@ -56,6 +56,11 @@ class Round:
 ROUNDS = (Round(8.0, 400, 256, 1.0), Round(3.0, 250, 512, 0.3), Round(2.0, 200, 1024, 0.2))
 
 
+def temperature(plan: Round, fraction: float | np.ndarray) -> float | np.ndarray:
+    """tau at ``fraction`` (0 to 1) of a round: geometric from plan.tau0 to TAU_END."""
+    return plan.tau0 * (TAU_END / plan.tau0) ** fraction
+
+
 def sinkhorn(logits: np.ndarray, iters: int = SINKHORN_ITERS) -> tuple[np.ndarray, list]:
     """(P (n, n) doubly stochastic, the tape for :func:`sinkhorn_backward`): rows, then
     columns, normalised in log space ``iters`` times."""
@@ -90,7 +95,6 @@ class SoftNetwork:
                  dtype=np.float32):
         n, h, d = len(blk_in), weights.w_in.shape[1], weights.w_in.shape[2]
         self.n, self.h, self.d, self.dtype = n, h, d, dtype
-        self.w_in = np.ascontiguousarray(weights.w_in[blk_in], dtype)  # (n, h, d)
         self.w_in_b = np.ascontiguousarray(  # (n, h, d + 1): [W_in[k] | b_in[k]]
             np.concatenate([weights.w_in[blk_in], weights.b_in[blk_in][:, :, None]], 2), dtype)
         self.w_out_t = np.ascontiguousarray(  # (n, h, d): W_out[k].T
@@ -136,7 +140,7 @@ class SoftNetwork:
             back *= hidden > 0  # now d loss / d pre, per unit p
             grad[q, active] = (np.einsum("bkh,bkh->k", hidden.reshape(b, -1, h), back.reshape(b, -1, h))
                                + self.b_out[active] @ g.sum(axis=0))
-            g = g + back @ (self.w_in[active] * pq[:, None, None]).reshape(-1, d)
+            g = g + back @ (self.w_in_b[active, :, :d] * pq[:, None, None]).reshape(-1, d)
         return float(np.mean(err**2)), grad
 
 
@@ -183,7 +187,7 @@ def relax_round(net: SoftNetwork, x: np.ndarray, target: np.ndarray, order: np.n
     for step in range(plan.steps):
         if time.perf_counter() > deadline:
             break
-        tau = plan.tau0 * (TAU_END / plan.tau0) ** (step / max(plan.steps - 1, 1))
+        tau = temperature(plan, step / max(plan.steps - 1, 1))
         p, tape = sinkhorn(logits / tau)
         rows = rng.integers(0, len(x), size=min(plan.batch, len(x)))
         _, dp = net.loss_and_grad(p, x[rows], target[rows])
@@ -285,5 +289,5 @@ def _active_share(n: int, plan: Round, samples: int = 8) -> float:
     logits stayed at their start (the band) while the temperature anneals: the mean over
     ``samples`` temperatures of the schedule."""
     logits = band_logits(np.arange(n), n, plan.band)
-    taus = plan.tau0 * (TAU_END / plan.tau0) ** np.linspace(0.0, 1.0, samples)
+    taus = temperature(plan, np.linspace(0.0, 1.0, samples))
     return float(np.mean([np.mean(sinkhorn(logits / tau)[0] >= ACTIVE) for tau in taus]))
