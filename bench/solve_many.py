@@ -32,9 +32,9 @@ def main() -> None:
         started = time.perf_counter()
         extra = {} if args.relax_after is None else {"relax_after": args.relax_after}
         result = solve(folder, time_limit=args.time_limit, random_seed=args.random_seed, **extra)
-        relax = result.search["relax"]
-        relaxed = ("-" if relax is None else f"{relax['seconds']:.0f} s, "
-                   + ("no order" if relax["mse"] is None else f"MSE {relax['mse']:.3g}"))
+        relaxed = "; ".join(f"{r['seconds']:.0f} s, " + ("no order" if r["mse"] is None
+                                                         else f"MSE {r['mse']:.3g}")
+                            for r in result.search["relax"]) or "-"
         print(f"| {folder.name} | {result.certified} | {list(result.permutation) == truth} | "
               f"{result.mse:.3g} | {time.perf_counter() - started:.1f} | {relaxed} |", flush=True)
 

@@ -130,7 +130,7 @@ class SearchLog:
     block_evals: int = 0
     rounds: int = 0
     seconds: float = 0.0
-    relax: dict | None = None  # the relaxation's seconds and MSE, when it ran
+    relax: list[dict] = field(default_factory=list)  # each relaxation run: seconds, MSE, ...
 
 
 @dataclass

@@ -35,6 +35,7 @@ RELAX_AFTER = 0.15  # share of the time limit the walkers get before the relaxat
 RELAX_AFTER_AMBIGUOUS = 0.5  # ... at least, when pairs read from the data are in play
 RELAX_SHARE = 2 / 3  # share of the time then left that the relaxation may take
 RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
+RELAX_WALK = 1.0  # after a relaxation the walkers get this many times its time, then it runs again
 Progress = Callable[[str], None]
 
 
@@ -46,7 +47,8 @@ class SearchOptions:
     from first and then competes with the seeds; relax_after: once this share of time_limit
     has passed uncertified (and the seeds' descents are done; at least half of it while pairs
     read from the data are in play), the Sinkhorn relaxation (:mod:`dropnet.relax`) reorders
-    the best answer so far and the search goes on from its result too (>= 1: never)."""
+    the best answer so far and the search goes on from its result too, relaxing again after
+    each turn of the walkers (>= 1: never)."""
 
     rows: int = DEFAULT_ROWS
     seed: str = "auto"
@@ -225,7 +227,8 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     checked on all rows first and descended from before the best seed, which is descended
     from next (a poor start does not keep a good seed waiting behind every trial). Once
     ``relax_after`` of the time limit has passed, the walk stops for the relaxation
-    (:meth:`_Run.relax`), whose order is descended from and joins the walkers."""
+    (:meth:`_Run.relax`), whose order is scored, descended from and joins the walkers; it
+    runs again (narrower) each time the walkers have had as long as it took."""
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
@@ -257,11 +260,14 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
         walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
     walkers = _walk(run, walkers)
-    if run.paused() and not run.finished():  # stalled: relax once, then walk on
+    while run.paused() and not run.finished():  # stalled: relax, then walk on, and again
+        k = len(run.log.relax)
         relaxed = run.relax()
         if relaxed is not None:
-            seq_in, seq_out, _ = run.descend_growing("relax", *relaxed, time.perf_counter() + cap)
-            walkers.append(_Walker(run, seq_in, seq_out, "relax", WALKERS))
+            name = "relax" if k == 0 else f"relax{k + 1}"
+            run.certify(*relaxed, name)  # its order may beat what a descent on few rows makes of it
+            seq_in, seq_out, _ = run.descend_growing(name, *relaxed, time.perf_counter() + cap)
+            walkers.append(_Walker(run, seq_in, seq_out, name, WALKERS + k))
         walkers = _walk(run, walkers)
     return run.best, run.log, run.tol
 
@@ -297,7 +303,7 @@ class _Run:
         after = options.relax_after
         if pairing.data is not None:  # the walkers repair pairs first; the relaxation keeps them
             after = max(after, RELAX_AFTER_AMBIGUOUS)
-        self.pause = (started + after * options.time_limit  # then relax (once)
+        self.pause = (started + after * options.time_limit  # then relax (and again after each run)
                       if after < 1 and np.isfinite(options.time_limit) else np.inf)
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen)
@@ -322,7 +328,7 @@ class _Run:
         return self.best.mse <= self.tol or self.spent()
 
     def paused(self) -> bool:
-        """Time for the relaxation, which has not run yet."""
+        """Time for a relaxation (the first, or the next after the walkers' turn)."""
         return time.perf_counter() > self.pause
 
     def done(self) -> bool:
@@ -331,9 +337,11 @@ class _Run:
 
     def relax(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Reorder the best answer so far by the relaxation (:func:`dropnet.relax.relax`,
-        its blocks as they are paired), with RELAX_SHARE of the time left: (seq_in,
-        seq_out) of the best hard order it saw, or None."""
-        from .relax import CHECK_ROWS, relax  # (scipy.optimize: only when needed)
+        its blocks as they are paired, random seed ``random_seed`` plus the number of
+        earlier runs), with RELAX_SHARE of the time left: (seq_in, seq_out) of the best hard
+        order it saw, or None. When it returns an order, the next pause comes after
+        RELAX_WALK times its duration."""
+        from .relax import CHECK_ROWS, ROUNDS, relax  # (scipy: only when needed)
 
         self.pause = np.inf
         t = time.perf_counter()
@@ -344,21 +352,25 @@ class _Run:
         stats: dict = {}
         order, mse = relax(self.stack.weights, best.seq_in, best.seq_out, self.data.x,
                            self.data.target, np.arange(len(best.seq_in)),
-                           random_seed=self.options.random_seed, deadline=t + budget,
+                           random_seed=self.options.random_seed + len(self.log.relax),
+                           plan=ROUNDS if not self.log.relax else ROUNDS[1:],
+                           deadline=t + budget,
                            budget=budget, kernels=self.options.kernels, stats=stats,
                            min_share=RELAX_MIN)
         # counted as block evaluations on the search rows, as the local search counts them
         self.log.block_evals += stats.get("block_rows", 0) // min(self.options.rows, self.data.rows)
-        self.log.relax = {"seconds": time.perf_counter() - t,
-                          "mse": mse if order is not None else None,  # JSON has no inf
-                          "steps": stats.get("steps", []), "share": stats.get("share")}
+        seconds = time.perf_counter() - t
+        self.log.relax.append({"seconds": seconds,
+                               "mse": mse if order is not None else None,  # JSON has no inf
+                               "steps": stats.get("steps", []), "share": stats.get("share")})
         if stats.get("share", 1.0) < RELAX_MIN:
             self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
                      f"{budget:.0f} s (a longer --time-limit gives it room)")
         if order is None:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
-                 f"in {self.log.relax['seconds']:.0f} s")
+                 f"in {seconds:.0f} s")
+        self.pause = time.perf_counter() + RELAX_WALK * seconds
         return best.seq_in[order], best.seq_out[order]
 
     def certify(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str) -> float:
