@@ -180,7 +180,8 @@ def test_solve_relaxes_when_stalled_and_never_ends_worse(relax_after, monkeypatc
     relaxed = [line for line in said if line.startswith("relaxation:")]
     if relax_after < 1:
         runs = result.search["relax"]
-        assert len(relaxed) == len(runs) >= 1 and sum(r["seconds"] for r in runs) <= 3.0
+        found = [r for r in runs if r["mse"] is not None]  # the others ran out of time
+        assert len(relaxed) == len(found) >= 1 and sum(r["seconds"] for r in runs) <= 3.0
     else:
         assert not relaxed and result.search["relax"] == []
 
