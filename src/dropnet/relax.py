@@ -219,9 +219,10 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     """Order the blocks (blk_in[k], blk_out[k]) (n,) by ``rounds`` rounds of ``plan`` (the
     last entry repeats), the first from a band around ``order`` (None: uniform logits).
     ``budget`` (s): when the schedule's estimated time (:func:`_costs`) is over it, the
-    steps of every round are scaled down alike (to at least MIN_STEPS) to fit; if less
-    than ``min_share`` of the schedule fits, nothing is run: (None, inf); ``deadline``
-    (perf_counter) stops it anyway.
+    steps of every round are scaled down alike (to at least MIN_STEPS) to fit, each round
+    refitted to the time left when it starts, with the estimate corrected by how long the
+    round before took against its own; if less than ``min_share`` of the schedule fits at
+    the start, nothing is run: (None, inf); ``deadline`` (perf_counter) stops it anyway.
     Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
     rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came before
     the first step. ``stats``, if given, receives ``steps`` (done, per round), ``share``
@@ -247,18 +248,25 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     plans = [plan[min(r, len(plan) - 1)] for r in range(rounds)]
     if order is None and plans:  # uniform logits for the first round
         plans[0] = replace(plans[0], band=None)
-    scale = 1.0
+    scale, costs, end = 1.0, [0.0] * len(plans), np.inf
     if budget is not None and plans:
-        scale = min(1.0, budget / max(sum(_costs(net, x32, target, plans)), 1e-12))
-        plans = [replace(p, steps=max(MIN_STEPS, int(p.steps * scale))) for p in plans]
+        costs, end = _costs(net, x32, target, plans), time.perf_counter() + budget
+        scale = min(1.0, budget / max(sum(costs), 1e-12))
     if stats is not None:
         stats.update(steps=[], block_rows=net.block_rows, share=scale)
     if scale < min_share:
         return None, np.inf
-    best = (None, np.inf)
-    for step_plan in plans:
+    best, factor = (None, np.inf), 1.0  # factor: measured / estimated time so far
+    for r, step_plan in enumerate(plans):
+        if budget is not None:  # refitted before every round to the time left, as measured
+            left = max(end - time.perf_counter(), 0.0)
+            share = min(1.0, left / max(factor * sum(costs[r:]), 1e-12))
+            step_plan = replace(step_plan, steps=max(MIN_STEPS, int(step_plan.steps * share)))
+        started = time.perf_counter()
         found, value, done = relax_round(net, x32, target, order, step_plan, rng, score,
                                          deadline)
+        if budget is not None and done:
+            factor = (time.perf_counter() - started) / (costs[r] * done / plans[r].steps)
         if stats is not None:
             stats["steps"].append(done)
         if found is None:
