@@ -188,8 +188,10 @@ def test_solve_relaxes_when_stalled_and_never_ends_worse(relax_after, monkeypatc
 
 def test_solve_relaxes_again_from_the_best_so_far(monkeypatch):
     """After a relaxation the walkers get RELAX_WALK times its time, then it runs again,
-    from the best answer so far and with the next random seed, until the time is spent."""
+    from the best answer so far (its blocks, in their order, score the MSE announced just
+    before it) and with the next random seed, until the time is spent."""
     solve = importlib.import_module("dropnet.solve")
+    from dropnet import certify
     from dropnet.solve import SearchOptions, solve_loaded
 
     monkeypatch.setattr(solve, "RELAX_MIN", 0.0)
@@ -198,7 +200,8 @@ def test_solve_relaxes_again_from_the_best_so_far(monkeypatch):
     calls, real = [], relax.relax
 
     def spy(weights, blk_in, blk_out, *args, **kwargs):
-        calls.append((kwargs["random_seed"], blk_in.copy(), blk_out.copy()))
+        start = certify.check(weights, noisy.x, blk_in, blk_out, noisy.target, 0.0, "cpu")[0]
+        calls.append((kwargs["random_seed"], start))
         return real(weights, blk_in, blk_out, *args, **kwargs)
 
     monkeypatch.setattr(relax, "relax", spy)
@@ -209,8 +212,39 @@ def test_solve_relaxes_again_from_the_best_so_far(monkeypatch):
     assert len(result.search["relax"]) == len(calls)
     assert all(r["mse"] is not None for r in result.search["relax"][:-1])
     starts = [line for line in said if line.startswith("uncertified at MSE")]
-    best = [float(line.split()[3].rstrip(":")) for line in starts]
-    assert best == sorted(best, reverse=True)  # each run starts from the best so far
+    best = [float(line.split()[3].rstrip(":")) for line in starts]  # the best so far, each time
+    assert len(best) == len(calls)
+    np.testing.assert_allclose([c[1] for c in calls], best, rtol=5e-3)
+
+
+def test_relax_refits_each_round_to_the_time_left(monkeypatch):
+    """The budget counts the setup (the timed steps), and a round that ran slower than its
+    estimate shrinks the rounds after it, so the last one still does every step it plans
+    before the budget ends (instead of being cut at the deadline while warm)."""
+    import time
+
+    _, w, x, target = _setup(1)
+    per_step = 0.002  # the estimate: 100 steps a round, 0.2 s
+    monkeypatch.setattr(relax, "_costs", lambda *a: time.sleep(0.1) or [0.2, 0.2])
+    rounds = []
+
+    def fake_round(net, x, target, order, plan, rng, score, deadline=np.inf):
+        done = 0
+        while done < plan.steps and time.perf_counter() < deadline:
+            time.sleep(1.5 * per_step)  # every step 1.5x slower than estimated
+            done += 1
+        rounds.append((plan.steps, done))
+        return np.arange(5), 0.0, done
+
+    monkeypatch.setattr(relax, "relax_round", fake_round)
+    t = time.perf_counter()
+    stats = {}
+    relax.relax(w, np.arange(5), np.arange(5), x, target, np.arange(5), deadline=t + 0.4,
+                budget=0.4, stats=stats, plan=(relax.Round(3.0, 100, 16, 0.5),) * 2)
+    (planned1, done1), (planned2, done2) = rounds
+    assert 0.6 * 100 * 0.3 / 0.4 < planned1 < 100 * 0.3 / 0.4  # 0.3 s left after the setup
+    assert planned2 < 0.6 * planned1 and done2 == planned2  # refitted: finished in time
+    assert stats["steps"] == [done1, done2]
 
 
 def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):

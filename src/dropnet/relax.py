@@ -231,7 +231,8 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     scoring)."""
     from . import certify
 
-    if time.perf_counter() > deadline:
+    started = time.perf_counter()
+    if started > deadline:
         return None, np.inf
     rng = np.random.default_rng(random_seed)
     net = SoftNetwork(weights, blk_in, blk_out)
@@ -248,10 +249,10 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     plans = [plan[min(r, len(plan) - 1)] for r in range(rounds)]
     if order is None and plans:  # uniform logits for the first round
         plans[0] = replace(plans[0], band=None)
-    scale, costs, end = 1.0, [0.0] * len(plans), np.inf
-    if budget is not None and plans:
-        costs, end = _costs(net, x32, target, plans), time.perf_counter() + budget
-        scale = min(1.0, budget / max(sum(costs), 1e-12))
+    scale, costs, end = 1.0, [0.0] * len(plans), deadline
+    if budget is not None and plans:  # the setup and the timed steps count against the budget
+        costs, end = _costs(net, x32, target, plans), min(deadline, started + budget)
+        scale = min(1.0, max(end - time.perf_counter(), 0.0) / max(sum(costs), 1e-12))
     if stats is not None:
         stats.update(steps=[], block_rows=net.block_rows, share=scale)
     if scale < min_share:

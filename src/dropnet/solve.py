@@ -268,6 +268,8 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             run.certify(*relaxed, name)  # its order may beat what a descent on few rows makes of it
             seq_in, seq_out, _ = run.descend_growing(name, *relaxed, time.perf_counter() + cap)
             walkers.append(_Walker(run, seq_in, seq_out, name, WALKERS + k))
+            # the walkers' turn, from here: as long as the relaxation took (times RELAX_WALK)
+            run.pause = time.perf_counter() + RELAX_WALK * run.log.relax[-1]["seconds"]
         walkers = _walk(run, walkers)
     return run.best, run.log, run.tol
 
@@ -339,14 +341,17 @@ class _Run:
         """Reorder the best answer so far by the relaxation (:func:`dropnet.relax.relax`,
         its blocks as they are paired, random seed ``random_seed`` plus the number of
         earlier runs), with RELAX_SHARE of the time left: (seq_in, seq_out) of the best hard
-        order it saw, or None. When it returns an order, the next pause comes after
-        RELAX_WALK times its duration."""
+        order it saw, or None. A repeat is not started when its budget is under RELAX_MIN
+        times the last run's time (its setup alone would eat into the walkers' end)."""
         from .relax import CHECK_ROWS, ROUNDS, relax  # (scipy: only when needed)
 
         self.pause = np.inf
         t = time.perf_counter()
         budget = RELAX_SHARE * (self.deadline - t)
         best = self.best
+        if self.log.relax and budget < RELAX_MIN * self.log.relax[-1]["seconds"]:
+            self.say(f"no room for another relaxation in {budget:.0f} s")
+            return None
         self.say(f"uncertified at MSE {best.mse:.3g}: relaxation of the order for up to "
                  f"{budget:.0f} s")
         stats: dict = {}
@@ -365,12 +370,12 @@ class _Run:
                                "steps": stats.get("steps", []), "share": stats.get("share")})
         if stats.get("share", 1.0) < RELAX_MIN:
             self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
-                     f"{budget:.0f} s (a longer --time-limit gives it room)")
+                     f"{budget:.0f} s" + (" (a longer --time-limit gives it room)"
+                                          if len(self.log.relax) == 1 else ""))
         if order is None:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
                  f"in {seconds:.0f} s")
-        self.pause = time.perf_counter() + RELAX_WALK * seconds
         return best.seq_in[order], best.seq_out[order]
 
     def certify(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str) -> float:
