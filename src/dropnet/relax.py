@@ -263,11 +263,11 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
             left = max(end - time.perf_counter(), 0.0)
             share = min(1.0, left / max(factor * sum(costs[r:]), 1e-12))
             step_plan = replace(step_plan, steps=max(MIN_STEPS, int(step_plan.steps * share)))
-        started = time.perf_counter()
+        round_start = time.perf_counter()
         found, value, done = relax_round(net, x32, target, order, step_plan, rng, score,
                                          deadline)
         if budget is not None and done:
-            factor = (time.perf_counter() - started) / (costs[r] * done / plans[r].steps)
+            factor = (time.perf_counter() - round_start) / (costs[r] * done / plans[r].steps)
         if stats is not None:
             stats["steps"].append(done)
         if found is None:
