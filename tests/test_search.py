@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from dropnet._kernels import backend
-from dropnet.search import Climber, adjacent_swaps
+from dropnet.search import Climber, adjacent_swaps, output_exchanges
 
 from test_kernels import random_weights
 
@@ -58,6 +58,30 @@ def test_adjacent_swaps_touch_only_their_span():
         changed = np.flatnonzero(moves.seq_in[c] != seq)
         assert list(changed) == [moves.lo[c], moves.hi[c]]
         assert sorted(moves.seq_out[c]) == list(range(10, 15))
+
+
+def exchanged(moves, seq_in, seq_out) -> set:
+    """The new (input, output) pairs of each move, as frozensets."""
+    before = set(zip(seq_in.tolist(), seq_out.tolist()))
+    return {frozenset(set(zip(moves.seq_in[c].tolist(), moves.seq_out[c].tolist())) - before)
+            for c in range(len(moves))}
+
+
+def test_exchanges_keep_plausible_pairs_and_still_undo_a_crossed_cycle():
+    """Input 0's near-tied alternative is output 1, but output 0 is implausible for input 1:
+    the exchange is offered without ``plausible`` and withheld with it. From a 3-cycle of
+    crossed pairs (no pair plausible) the exchanges that mend one pair stay on offer."""
+    seq = np.arange(3)
+    alternatives = np.array([[1], [-1], [-1]])
+    plausible = np.eye(3, dtype=bool)
+    plausible[0, 1] = True
+    assert exchanged(output_exchanges(alternatives)(seq, seq), seq, seq) == {frozenset({(0, 1), (1, 0)})}
+    assert len(output_exchanges(alternatives, plausible=plausible)(seq, seq)) == 0
+    cycled = np.array([1, 2, 0])  # input 0 holds output 1, 1 holds 2, 2 holds 0
+    own = np.arange(3)[:, None]
+    moves = output_exchanges(own, plausible=np.eye(3, dtype=bool))(seq, cycled)
+    assert exchanged(moves, seq, cycled) == {frozenset({(0, 0), (2, 1)}), frozenset({(0, 2), (1, 1)}),
+                                frozenset({(1, 0), (2, 2)})}
 
 
 def test_one_swap_away_is_repaired():

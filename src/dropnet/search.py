@@ -86,12 +86,22 @@ def local_moves(window: int = 4) -> Callable[[np.ndarray, np.ndarray], Moves]:
     return neighbourhood
 
 
-def output_exchanges(alternatives: np.ndarray | None = None, frozen: np.ndarray | None = None
+def output_exchanges(alternatives: np.ndarray | None = None, frozen: np.ndarray | None = None,
+                     plausible: np.ndarray | None = None
                      ) -> Callable[[np.ndarray, np.ndarray], Moves]:
     """Pairing repair: exchange the output layers of the blocks at positions p < q. With
     ``alternatives`` (n_in, a) — for each input layer, its likeliest other output layers —
     only exchanges that give some input one of its alternatives; else every pair. Blocks
-    whose input layer is ``frozen`` (n_in,) bool keep their output layer."""
+    whose input layer is ``frozen`` (n_in,) bool keep their output layer. With ``plausible``
+    (n_in, n_out) bool, an exchange must not lower how many of its two blocks hold a
+    plausible pair: giving one input a near-tied alternative may not leave the other with an
+    output its weights rule out (a 3-cycle of crossed pairs is still undone in two moves)."""
+    def keeps(seq_in: np.ndarray, seq_out: np.ndarray, p: int, q: int) -> bool:
+        if plausible is None:
+            return True
+        a, b, oa, ob = seq_in[p], seq_in[q], seq_out[p], seq_out[q]
+        return int(plausible[a, ob]) + int(plausible[b, oa]) >= int(plausible[a, oa]) + int(plausible[b, ob])
+
     def neighbourhood(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
         n = len(seq_in)
         free = np.ones(n, bool) if frozen is None else ~frozen[seq_in]
@@ -104,9 +114,10 @@ def output_exchanges(alternatives: np.ndarray | None = None, frozen: np.ndarray 
                      if int(o) in where and where[int(o)] != p and free[where[int(o)]]}
         ident, out = np.arange(n), []
         for p, q in sorted(pairs):
-            idx = ident.copy()
-            idx[[p, q]] = idx[[q, p]]
-            out.append((ident, idx))
+            if keeps(seq_in, seq_out, p, q):
+                idx = ident.copy()
+                idx[[p, q]] = idx[[q, p]]
+                out.append((ident, idx))
         return _moves(seq_in, seq_out, out)
     return neighbourhood
 

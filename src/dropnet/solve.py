@@ -187,8 +187,9 @@ def _neighbourhoods(exchanges: Callable, n: int, square: bool, clean: bool = Fal
     """Cheapest first: adjacent swaps (and, for h = d, role flips); short insertions, swaps
     and rotations; pairing repair (``exchanges``: towards each input's next-likeliest
     outputs); longer insertions and swaps. With a ``clean`` pairing (no data evidence in
-    play) the repair comes first: it then holds only the moves that give a block back its
-    clearly best output layer (none while every pair is the pairing's), and order moves tried
+    play) the repair comes first: it then holds only the moves that give a block back a
+    plausible output layer without taking one from the other block (from the pairing's own
+    pairs, only exchanges between near-tied pairs), and order moves tried
     before it would bend the order around a wrong pair (a start with two pairs crossed at 192
     blocks ended at MSE 1e-5, 30 blocks misplaced, instead of the answer)."""
     first = _cheap_moves(square)
@@ -197,17 +198,23 @@ def _neighbourhoods(exchanges: Callable, n: int, square: bool, clean: bool = Fal
     return first + [local_moves(4), exchanges, local_moves(min(n, 16))]
 
 
+def _plausible(pairing: Pairing) -> np.ndarray:
+    """(n_in, n_out) bool: pairs whose evidence is within a factor PLAUSIBLE of the evidence
+    of the pair the weights chose for that input."""
+    evidence = pairing.evidence
+    blk_in, blk_out = pairing.blocks
+    chosen = np.full(evidence.shape[0], np.inf)
+    chosen[blk_in] = evidence[blk_in, blk_out]
+    return evidence * PLAUSIBLE >= chosen[:, None]
+
+
 def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndarray:
     """For each input layer, up to ``width`` other output layers whose evidence is within a
     factor PLAUSIBLE of the chosen pair's (-1 elsewhere): where the weights separate pairs
     cleanly the search does not trade them for a lower MSE at a wrong order. When the data
     evidence was read (ambiguous ratios), its DATA_ALTERNATIVES likeliest outputs too."""
-    evidence = pairing.evidence
-    blk_in, blk_out = pairing.blocks
-    chosen = np.full(evidence.shape[0], np.inf)
-    chosen[blk_in] = evidence[blk_in, blk_out]
-    ranked = np.argsort(-evidence, axis=1)[:, : min(width, n)]
-    keep = np.take_along_axis(evidence, ranked, axis=1) * PLAUSIBLE >= chosen[:, None]
+    ranked = np.argsort(-pairing.evidence, axis=1)[:, : min(width, n)]
+    keep = np.take_along_axis(_plausible(pairing), ranked, axis=1)
     plausible = np.where(keep, ranked, -1)
     if pairing.data is None:
         return plausible
@@ -307,10 +314,11 @@ class _Run:
             after = max(after, RELAX_AFTER_AMBIGUOUS)
         self.pause = (started + after * options.time_limit  # then relax (and again after each run)
                       if after < 1 and np.isfinite(options.time_limit) else np.inf)
+        clean = pairing.data is None
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
-                                     pairing.frozen)
+                                     pairing.frozen, _plausible(pairing) if clean else None)
         self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square,
-                                     clean=pairing.data is None)
+                                     clean=clean)
         # the kicks exchange outputs too while a pairing read from the data is in play
         self.exchanges = exchanges if pairing.data is not None else None
         self.best: _Best | None = None
