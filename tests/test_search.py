@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from dropnet._kernels import backend
-from dropnet.search import Climber, adjacent_swaps, output_exchanges
+from dropnet.search import MAX_BATCH, Climber, adjacent_swaps, local_moves, output_exchanges
 
 from test_kernels import random_weights
 
@@ -80,8 +80,25 @@ def test_exchanges_keep_plausible_pairs_and_still_undo_a_crossed_cycle():
     cycled = np.array([1, 2, 0])  # input 0 holds output 1, 1 holds 2, 2 holds 0
     own = np.arange(3)[:, None]
     moves = output_exchanges(own, plausible=np.eye(3, dtype=bool))(seq, cycled)
-    assert exchanged(moves, seq, cycled) == {frozenset({(0, 0), (2, 1)}), frozenset({(0, 2), (1, 1)}),
-                                frozenset({(1, 0), (2, 2)})}
+    assert exchanged(moves, seq, cycled) == {
+        frozenset({(0, 0), (2, 1)}), frozenset({(0, 2), (1, 1)}), frozenset({(1, 0), (2, 2)})}
+
+
+def test_a_step_stops_between_batches_at_the_deadline():
+    """At the answer no move improves: without a deadline every move is evaluated exactly
+    (in batches of at most MAX_BATCH); with a deadline already past, only the first batch."""
+    _, w, x, target = planted(5, 24)
+    seq = np.arange(24)
+    moves = local_moves(24)(seq, seq)
+    assert len(moves) > MAX_BATCH
+    counts = []
+    for deadline in (np.inf, 0.0):
+        climber = Climber(w, x, target, dtype=np.float64)
+        state = climber.start(seq, seq)
+        before = climber.log.candidates
+        assert not climber.step(state, moves, deadline=deadline)
+        counts.append(climber.log.candidates - before)
+    assert counts == [len(moves), climber.screen]
 
 
 def test_one_swap_away_is_repaired():

@@ -19,6 +19,7 @@ from ._kernels import BlockWeights, backend
 IMPROVEMENT = 1e-6  # a move must lower the squared error by this fraction to be accepted
 DEFAULT_SCREEN = 8  # moves evaluated exactly first, ranked by first-order change (0: all)
 SCREEN_ROWS = 64  # the first-order ranking is computed on (at most) this many rows
+MAX_BATCH = 512  # screened moves evaluated exactly at once, at most (the deadline is read between)
 
 
 @dataclass(frozen=True)
@@ -201,14 +202,16 @@ class Climber:
                                                   state.seq_out[lo:])
         self.log.block_evals += n - lo
 
-    def step(self, state: SearchState, moves: Moves, limit: int | None = None) -> bool:
+    def step(self, state: SearchState, moves: Moves, limit: int | None = None,
+             deadline: float = np.inf) -> bool:
         """Take an improving move if there is one; returns False when none improves.
 
         With screening on, a backward pass ranks the moves by their first-order change and
-        they are evaluated exactly in batches of growing size (``screen``, then 4x more, ...)
-        best-ranked first; every move is evaluated before giving up, so a False answer is
-        always exact — unless ``limit`` caps the moves evaluated exactly (a cheaper, inexact
-        step for iterated local search)."""
+        they are evaluated exactly in batches of growing size (``screen``, then 4x more, up
+        to MAX_BATCH) best-ranked first; every move is evaluated before giving up, so a
+        False answer is exact — unless ``limit`` caps the moves evaluated exactly (a
+        cheaper, inexact step for iterated local search) or the ``deadline``
+        (perf_counter) passes between two batches."""
         if len(moves) == 0:
             return False
         if not self.screen or len(moves) <= self.screen:
@@ -218,7 +221,9 @@ class Climber:
         while lo < len(ranked):  # exact evaluation in growing batches, best-ranked first
             if self._try(state, moves, ranked[lo : lo + size]):
                 return True
-            lo, size = lo + size, 4 * size
+            if time.perf_counter() > deadline:
+                return False
+            lo, size = lo + size, min(4 * size, MAX_BATCH)
         return False
 
     def _first_order(self, state: SearchState, moves: Moves) -> np.ndarray:
@@ -269,7 +274,7 @@ class Climber:
         for _ in range(max_rounds):
             if time.perf_counter() > deadline or state.sse <= good_enough * self.rows:
                 break
-            if not self.step(state, neighbourhood(state.seq_in, state.seq_out)):
+            if not self.step(state, neighbourhood(state.seq_in, state.seq_out), None, deadline):
                 break
             self.log.rounds += 1
             self.log.mse.append(state.sse / self.rows)
@@ -291,7 +296,8 @@ def descend(climber: "Climber", state: SearchState,
     while level < len(neighbourhoods) and climber.log.rounds < max_rounds:
         if time.perf_counter() > deadline or state.sse <= good_enough * climber.rows:
             break
-        if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out), limits[level]):
+        if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out), limits[level],
+                        deadline):
             climber.log.rounds += 1
             climber.log.mse.append(state.sse / climber.rows)
             level = 0
