@@ -294,3 +294,26 @@ def test_relax_is_skipped_when_too_little_of_its_schedule_fits():
     order, _ = relax.relax(w, np.arange(5), np.arange(5), x, target, np.arange(5), budget=60.0,
                            min_share=0.5, stats=stats, plan=(relax.Round(3.0, 20, 16, 0.5),))
     assert stats["share"] == 1.0 and sorted(order) == list(range(5))
+
+
+def test_an_evaluation_budget_makes_the_search_deterministic(monkeypatch):
+    """With an infinite time limit the budget is max_evals and no decision reads the clock:
+    the relaxation runs once relax_after of the evaluations are spent, sized in evaluations,
+    and again after the walkers' turn; two runs take the same path to the same answer."""
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    monkeypatch.setattr(importlib.import_module("dropnet.solve"), "RELAX_WALK", 0.2)
+
+    pieces, noisy, _ = _noisy_planted()
+    budget = 300_000
+    options = SearchOptions(time_limit=float("inf"), max_evals=budget, relax_after=0.1,
+                            random_seed=3)
+    first, second = (solve_loaded(pieces, noisy, options) for _ in range(2))
+
+    def path(result):
+        return [{k: v for k, v in run.items() if k != "seconds"} for run in result.search["relax"]]
+
+    assert first.permutation == second.permutation and first.mse == second.mse
+    assert first.search["block_evals"] == second.search["block_evals"] >= budget
+    assert path(first) == path(second)
+    assert len(path(first)) >= 2 and path(first)[0]["mse"] is not None

@@ -77,21 +77,23 @@ def pairing_warning(summary: dict) -> str | None:
                    "the output next), drift (most moved from PyTorch's initial weight range "
                    "first); auto tries each (all but pursuit also reversed), best first.")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Seconds of search before giving up (best answer reported, exit 1).")
+              help="Seconds of search before giving up (best answer reported, exit 1); "
+                   "inf: --max-evals is the budget and the run reads no clock (repeatable).")
 @click.option("--max-evals", type=click.IntRange(min=1), default=10**9,
               help="Budget of block evaluations (one block on the search rows).")
 @click.option("--random-seed", type=int, default=0, show_default=True,
-              help="Seed of the iterated local search's kicks (results are deterministic).")
+              help="Seed of the iterated local search's kicks and the relaxation (a run "
+                   "repeats exactly under --time-limit inf with --max-evals).")
 @click.option("--pairs", "pairs_file", type=click.Path(path_type=Path), default=None,
               help="JSON list of known [input piece, output piece] pairs (may be partial).")
 @click.option("--start", "start_file", type=click.Path(path_type=Path), default=None,
               help="Start from this answer (the -o file, --json output or answer.json of an "
                    "earlier run, or a JSON list of 2n+1 pieces), e.g. to resume a search.")
 @click.option("--relax-after", type=click.FloatRange(min=0), default=0.15, show_default=True,
-              help="Once the seeds' descents are done and this share of the time limit has "
+              help="Once the seeds' descents are done and this share of the budget has "
                    "passed uncertified (at least half while pairs read from the data are in "
                    "play), reorder the best answer by a continuous (Sinkhorn) relaxation "
-                   "fitted to the data, with up to 2/3 of the time left (skipped if under "
+                   "fitted to the data, with up to 2/3 of the budget left (skipped if under "
                    "half its schedule fits), and search on from it too; repeated, narrower, "
                    "after as long again; 1 or more: never.")
 @click.option("--no-data", is_flag=True,

@@ -215,7 +215,8 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
           target: np.ndarray, order: np.ndarray | None = None, rounds: int = 2,
           random_seed: int = 0, deadline: float = np.inf, budget: float | None = None,
           plan: tuple[Round, ...] = ROUNDS, kernels: str = "cpu", stats: dict | None = None,
-          min_share: float = 0.0) -> tuple[np.ndarray | None, float]:
+          min_share: float = 0.0, max_block_rows: float | None = None
+          ) -> tuple[np.ndarray | None, float]:
     """Order the blocks (blk_in[k], blk_out[k]) (n,) by ``rounds`` rounds of ``plan`` (the
     last entry repeats), the first from a band around ``order`` (None: uniform logits).
     ``budget`` (s): when the schedule's estimated time (:func:`_costs`) is over it, the
@@ -223,6 +224,9 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     refitted to the time left when it starts, with the estimate corrected by how long the
     round before took against its own; if less than ``min_share`` of the schedule fits at
     the start, nothing is run: (None, inf); ``deadline`` (perf_counter) stops it anyway.
+    ``max_block_rows`` is a budget of work instead (blocks times rows, as ``block_rows``
+    counts it; :func:`schedule_block_rows` estimates the schedule's): the steps are scaled
+    alike to fit it, and the run reads no clock, so it is deterministic.
     Returns (order (n,) of block indices, its MSE vs target (m,) on the first CHECK_ROWS
     rows of x (m, d)), the best hard order seen; (None, inf) if the deadline came before
     the first step. ``stats``, if given, receives ``steps`` (done, per round), ``share``
@@ -250,9 +254,13 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     if order is None and plans:  # uniform logits for the first round
         plans[0] = replace(plans[0], band=None)
     scale, costs, end = 1.0, [0.0] * len(plans), deadline
+    if max_block_rows is not None and plans:  # a budget of work: the steps scaled, no clock read
+        work = schedule_block_rows(net.n, len(x), plans)
+        scale = min(1.0, max_block_rows / max(work, 1e-12))
+        plans = [replace(p, steps=max(MIN_STEPS, int(p.steps * scale))) for p in plans]
     if budget is not None and plans:  # the setup and the timed steps count against the budget
         costs, end = _costs(net, x32, target, plans), min(deadline, started + budget)
-        scale = min(1.0, max(end - time.perf_counter(), 0.0) / max(sum(costs), 1e-12))
+        scale *= min(1.0, max(end - time.perf_counter(), 0.0) / max(sum(costs), 1e-12))
     if stats is not None:
         stats.update(steps=[], block_rows=net.block_rows, share=scale)
     if scale < min_share:
@@ -278,6 +286,15 @@ def relax(weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray, x: np.
     if stats is not None:
         stats["block_rows"] = net.block_rows
     return best
+
+
+def schedule_block_rows(n: int, rows: int, plans: list[Round]) -> float:
+    """Estimated work of ``plans`` on n blocks, in blocks times rows (forward and backward
+    passes, as :attr:`SoftNetwork.block_rows` counts them; the hard orders' scoring, a few
+    per cent more, left out): 2 x batch x n positions x the blocks active at each, per step,
+    SHARPENING included (:func:`_costs`). ``rows``: the rows minibatches are drawn from."""
+    return sum(SHARPENING * 2 * p.steps * min(p.batch, rows) * n * n * _active_share(n, p)
+               for p in plans)
 
 
 def _costs(net: SoftNetwork, x: np.ndarray, target: np.ndarray, plans: list[Round]

@@ -285,16 +285,19 @@ class Climber:
 def descend(climber: "Climber", state: SearchState,
             neighbourhoods: list[Callable[[np.ndarray, np.ndarray], Moves]],
             max_rounds: int = 100_000, deadline: float = np.inf,
-            good_enough: float = 0.0, limit=None) -> SearchState:
+            good_enough: float = 0.0, limit=None, max_evals: float = np.inf) -> SearchState:
     """Variable neighbourhood descent: step in the first neighbourhood that improves, going
-    back to the first (cheapest) after every success; stop when none improves. ``limit``
-    caps the moves evaluated exactly per step (see :meth:`Climber.step`): one cap for all
-    neighbourhoods, or a list with one cap (or None) per neighbourhood."""
+    back to the first (cheapest) after every success; stop when none improves, or at
+    ``max_rounds`` (the climber's log), ``deadline`` (perf_counter), ``good_enough`` (MSE)
+    or ``max_evals`` (block evaluations in the climber's log). ``limit`` caps the moves
+    evaluated exactly per step (see :meth:`Climber.step`): one cap for all neighbourhoods,
+    or a list with one cap (or None) per neighbourhood."""
     limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(neighbourhoods)
     t0 = time.perf_counter()
     level = 0
     while level < len(neighbourhoods) and climber.log.rounds < max_rounds:
-        if time.perf_counter() > deadline or state.sse <= good_enough * climber.rows:
+        if (time.perf_counter() > deadline or state.sse <= good_enough * climber.rows
+                or climber.log.block_evals >= max_evals):
             break
         if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out), limits[level],
                         deadline):

@@ -33,7 +33,8 @@ DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by th
 PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
 RELAX_AFTER = 0.15  # share of the time limit the walkers get before the relaxation runs
 RELAX_AFTER_AMBIGUOUS = 0.5  # ... at least, when pairs read from the data are in play
-RELAX_SHARE = 2 / 3  # share of the time then left that the relaxation may take
+RELAX_SHARE = 2 / 3  # share of the budget then left that the relaxation may take
+NO_EVAL_LIMIT = 10**9  # max_evals by default: no limit
 RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
 RELAX_WALK = 1.0  # after a relaxation the walkers get this many times its time, then it runs again
 Progress = Callable[[str], None]
@@ -54,7 +55,7 @@ class SearchOptions:
     seed: str = "auto"
     kernels: str = "cpu"
     max_rounds: int = 100_000
-    max_evals: int = 10**9
+    max_evals: int = NO_EVAL_LIMIT
     time_limit: float = 60.0
     random_seed: int = 0
     known_pairs: tuple = ()  # [input piece, output piece] pairs fixed in advance
@@ -249,10 +250,10 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         run.certify(*start, "start")
         if run.finished():
             return run.best, run.log, run.tol
-    cap = options.time_limit / (2 * WALKERS)  # no descent takes more than a sixth of the time
+    cap = 1 / (2 * WALKERS)  # no descent takes more than a sixth of the budget
     descended = {}
     for name, seq_in, seq_out in seeds[: 2 if start is not None else 1]:  # and the best seed
-        descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
+        descended[name] = run.descend_growing(name, seq_in, seq_out, cap)[:2]
         if run.finished():
             return run.best, run.log, run.tol
     if lazy:
@@ -264,7 +265,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     walkers = []
     for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
         if name not in descended and not run.finished():
-            descended[name] = run.descend_growing(name, seq_in, seq_out, time.perf_counter() + cap)[:2]
+            descended[name] = run.descend_growing(name, seq_in, seq_out, cap)[:2]
         walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
     walkers = _walk(run, walkers)
     while run.paused() and not run.finished():  # stalled: relax, then walk on, and again
@@ -273,10 +274,10 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         if relaxed is not None:
             name = "relax" if k == 0 else f"relax{k + 1}"
             run.certify(*relaxed, name)  # its order may beat what a descent on few rows makes of it
-            seq_in, seq_out, _ = run.descend_growing(name, *relaxed, time.perf_counter() + cap)
+            seq_in, seq_out, _ = run.descend_growing(name, *relaxed, cap)
             walkers.append(_Walker(run, seq_in, seq_out, name, WALKERS + k))
-            # the walkers' turn, from here: as long as the relaxation took (times RELAX_WALK)
-            run.pause = time.perf_counter() + RELAX_WALK * run.log.relax[-1]["seconds"]
+            # the walkers' turn, from here: as much budget as the relaxation took (x RELAX_WALK)
+            run.pause = run.used() + RELAX_WALK * run.log.relax[-1]["budget_share"]
         walkers = _walk(run, walkers)
     return run.best, run.log, run.tol
 
@@ -307,13 +308,15 @@ class _Run:
         self.stack, self.data, self.options, self.say, self.timings = (
             stack, data, options, say, timings)
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
-        started = time.perf_counter()
-        self.deadline = started + options.time_limit
+        self.started = time.perf_counter()
+        self.deadline = self.started + options.time_limit
+        self.timed = bool(np.isfinite(options.time_limit))  # else the budget is max_evals
         after = options.relax_after
         if pairing.data is not None:  # the walkers repair pairs first; the relaxation keeps them
             after = max(after, RELAX_AFTER_AMBIGUOUS)
-        self.pause = (started + after * options.time_limit  # then relax (and again after each run)
-                      if after < 1 and np.isfinite(options.time_limit) else np.inf)
+        # share of the budget (used()) after which to relax, and again after each run
+        self.pause = after if after < 1 and (self.timed or options.max_evals < NO_EVAL_LIMIT) \
+            else np.inf
         clean = pairing.data is None
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen, _plausible(pairing) if clean else None)
@@ -337,9 +340,18 @@ class _Run:
         """Certified or out of budget."""
         return self.best.mse <= self.tol or self.spent()
 
+    def used(self) -> float:
+        """Share of the budget spent: of the time limit, or of max_evals when that is further
+        on (or the time limit infinite: then no decision reads the clock, and a search is
+        deterministic for its random seed)."""
+        share = self.log.block_evals / self.options.max_evals
+        if self.timed:
+            share = max(share, (time.perf_counter() - self.started) / self.options.time_limit)
+        return share
+
     def paused(self) -> bool:
         """Time for a relaxation (the first, or the next after the walkers' turn)."""
-        return time.perf_counter() > self.pause
+        return self.used() >= self.pause
 
     def done(self) -> bool:
         """Stop the local search: finished, or paused for the relaxation."""
@@ -348,43 +360,51 @@ class _Run:
     def relax(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Reorder the best answer so far by the relaxation (:func:`dropnet.relax.relax`,
         its blocks as they are paired, random seed ``random_seed`` plus the number of
-        earlier runs), with RELAX_SHARE of the time left: (seq_in, seq_out) of the best hard
-        order it saw, or None. A repeat is not started when its budget is under RELAX_MIN
-        times the last run's time (its setup alone would eat into the walkers' end)."""
+        earlier runs), with RELAX_SHARE of the budget left (seconds; block evaluations when
+        the time limit is infinite): (seq_in, seq_out) of the best hard order it saw, or
+        None. A repeat is not started when its budget is under RELAX_MIN times what the last
+        run took (its setup alone would eat into the walkers' end)."""
         from .relax import CHECK_ROWS, ROUNDS, relax  # (scipy: only when needed)
 
-        self.pause = np.inf
-        t = time.perf_counter()
-        budget = RELAX_SHARE * (self.deadline - t)
-        best = self.best
-        if self.log.relax and budget < RELAX_MIN * self.log.relax[-1]["seconds"]:
-            self.say(f"no room for another relaxation in {budget:.0f} s")
+        self.pause, used = np.inf, self.used()
+        t, rows = time.perf_counter(), min(self.options.rows, self.data.rows)
+        share = RELAX_SHARE * (1.0 - used)  # of the whole budget
+        if self.log.relax and share < RELAX_MIN * self.log.relax[-1]["budget_share"]:
+            self.say(f"no room for another relaxation in {self._budget_words(share)}")
             return None
-        self.say(f"uncertified at MSE {best.mse:.3g}: relaxation of the order for up to "
-                 f"{budget:.0f} s")
+        self.say(f"uncertified at MSE {self.best.mse:.3g}: relaxation of the order for up to "
+                 f"{self._budget_words(share)}")
         stats: dict = {}
-        order, mse = relax(self.stack.weights, best.seq_in, best.seq_out, self.data.x,
-                           self.data.target, np.arange(len(best.seq_in)),
+        sized = ({"deadline": t + share * self.options.time_limit,
+                  "budget": share * self.options.time_limit} if self.timed
+                 else {"max_block_rows": share * self.options.max_evals * rows})
+        order, mse = relax(self.stack.weights, self.best.seq_in, self.best.seq_out, self.data.x,
+                           self.data.target, np.arange(len(self.best.seq_in)),
                            random_seed=self.options.random_seed + len(self.log.relax),
                            plan=ROUNDS if not self.log.relax else ROUNDS[1:],
-                           deadline=t + budget,
-                           budget=budget, kernels=self.options.kernels, stats=stats,
-                           min_share=RELAX_MIN)
+                           kernels=self.options.kernels, stats=stats, min_share=RELAX_MIN,
+                           **sized)
         # counted as block evaluations on the search rows, as the local search counts them
-        self.log.block_evals += stats.get("block_rows", 0) // min(self.options.rows, self.data.rows)
+        self.log.block_evals += stats.get("block_rows", 0) // rows
         seconds = time.perf_counter() - t
-        self.log.relax.append({"seconds": seconds,
+        self.log.relax.append({"seconds": seconds, "budget_share": self.used() - used,
                                "mse": mse if order is not None else None,  # JSON has no inf
                                "steps": stats.get("steps", []), "share": stats.get("share")})
         if stats.get("share", 1.0) < RELAX_MIN:
             self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
-                     f"{budget:.0f} s" + (" (a longer --time-limit gives it room)"
-                                          if len(self.log.relax) == 1 else ""))
+                     f"{self._budget_words(share)}" + (
+                         " (a longer --time-limit gives it room)" if len(self.log.relax) == 1 else ""))
         if order is None:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
                  f"in {seconds:.0f} s")
-        return best.seq_in[order], best.seq_out[order]
+        return self.best.seq_in[order], self.best.seq_out[order]
+
+    def _budget_words(self, share: float) -> str:
+        """A share of the budget, in its unit: '12 s' or '3400000 block evaluations'."""
+        if self.timed:
+            return f"{share * self.options.time_limit:.0f} s"
+        return f"{share * self.options.max_evals:.0f} block evaluations"
 
     def certify(self, seq_in: np.ndarray, seq_out: np.ndarray, name: str) -> float:
         """MSE of a sequence on all rows (``certify.check``); the best so far is kept."""
@@ -405,22 +425,26 @@ class _Run:
         return state.seq_in, state.seq_out, state.sse
 
     def descend_growing(self, name: str, seq_in: np.ndarray, seq_out: np.ndarray,
-                        until: float = np.inf) -> tuple[np.ndarray, np.ndarray, float]:
+                        cap: float = np.inf) -> tuple[np.ndarray, np.ndarray, float]:
         """Descent on the search rows, grown x4 while the search fits the rows it sees to
-        rounding level but not all of them; returns seq_in, seq_out and their MSE on all
-        rows."""
+        rounding level but not all of them, for at most ``cap`` (a share) of the budget;
+        returns seq_in, seq_out and their MSE on all rows."""
         m = min(self.options.rows, self.data.rows)
+        until = self.used() + cap
+        deadline = min(self.deadline, time.perf_counter() + cap * self.options.time_limit)
+        max_evals = self.log.block_evals + cap * self.options.max_evals
         while True:
             climber = self.climber(m)
             state = descend(climber, climber.start(seq_in, seq_out), self.hoods,
-                            self.options.max_rounds, min(until, self.deadline), self.tol,
-                            limit=[None] * (len(self.hoods) - 1) + [WIDE_LIMIT])
+                            self.options.max_rounds, deadline, self.tol,
+                            limit=[None] * (len(self.hoods) - 1) + [WIDE_LIMIT],
+                            max_evals=max_evals)
             seq_in, seq_out = state.seq_in, state.seq_out
             mse = self.certify(seq_in, seq_out, name)
             self.say(f"seed {name}: {self.log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
             overfit = state.sse / m <= OVERFIT * self.tol
             if (mse <= self.tol or m >= self.data.rows or not overfit or self.spent()
-                    or time.perf_counter() > until):
+                    or self.used() >= until):
                 return seq_in, seq_out, mse
             m = min(4 * m, self.data.rows)
 
