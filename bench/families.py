@@ -5,6 +5,8 @@ default options and a time limit, and prints a markdown table: shape, recipe, ro
 signal, certified, exact (equal to answer.json), block evaluations, seconds.
 
 Run: python bench/families.py [--out DIR] [--time-limit S] [--quick] > docs/families.md
+With --time-limit inf --max-evals N the budget is block evaluations and every solve repeats
+exactly (the table's seconds still depend on the machine).
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ FAMILIES = [  # (regime, overrides)
 QUICK = FAMILIES[:3]
 
 
-def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: float) -> dict:
+def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: float,
+               max_evals: int = 10**9) -> dict:
     from dropnet.generate import drop, recipe
     from dropnet.solve import solve
 
@@ -45,7 +48,7 @@ def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: f
     summary = drop(folder, config, overwrite=True)
     truth = json.loads((folder / "answer.json").read_text())["permutation"]
     t = time.perf_counter()
-    result = solve(folder, time_limit=time_limit)
+    result = solve(folder, time_limit=time_limit, max_evals=max_evals)
     return {"regime": regime, **overrides, "seed": seed,
             "assignment_accuracy": summary.signal.accuracy,
             "certified": result.certified, "exact": result.permutation == truth,
@@ -56,7 +59,8 @@ def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: f
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=None, help="keep the networks here")
-    parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds; inf: none")
+    parser.add_argument("--max-evals", type=int, default=10**9, help="block evaluations")
     parser.add_argument("--seeds", type=int, default=1, help="networks per family")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--families", type=str, default=None,
@@ -69,7 +73,7 @@ def main() -> None:
           "certified | exact | MSE (worst) | block evals (median) | solve s (median) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for regime, overrides in chosen:
-        runs = [run_family(regime, overrides, out, seed, args.time_limit)
+        runs = [run_family(regime, overrides, out, seed, args.time_limit, args.max_evals)
                 for seed in range(args.seeds)]
         other = ", ".join(f"{k}={v}" for k, v in overrides.items()
                           if k not in ("blocks", "width", "hidden", "rows")) or "-"

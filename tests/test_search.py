@@ -5,7 +5,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from dropnet._kernels import backend
-from dropnet.search import MAX_BATCH, Climber, adjacent_swaps, local_moves, output_exchanges
+from dropnet.search import (MAX_BATCH, Climber, adjacent_swaps, descend, local_moves,
+                            output_exchanges)
 
 from test_kernels import random_weights
 
@@ -126,3 +127,18 @@ def test_first_order_ranking_uses_the_screening_rows_only():
                                     moves.seq_in, moves.seq_out)
     np.testing.assert_allclose(ranked, expect, rtol=1e-6)
     assert state.grads.shape == (7, 16, 6) and state.acts.shape == (7, 64, 6)
+
+
+def test_descend_stops_at_its_evaluation_budget():
+    """A descent from a reversed order, unbounded and then with max_evals a tenth of what
+    it used: the bounded one stops at the first step past its budget, higher up."""
+    _, w, x, target = planted(9, 10)
+    seq = np.arange(10)[::-1].copy()
+    hoods = [adjacent_swaps, local_moves(4)]
+    full = Climber(w, x, target, dtype=np.float64)
+    free = descend(full, full.start(seq, seq), hoods)
+    cap = full.log.block_evals // 10
+    bounded = Climber(w, x, target, dtype=np.float64)
+    state = descend(bounded, bounded.start(seq, seq), hoods, max_evals=cap)
+    assert cap <= bounded.log.block_evals < full.log.block_evals
+    assert state.sse > free.sse
