@@ -31,7 +31,7 @@ OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
 DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
 PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
-RELAX_AFTER = 0.15  # share of the time limit the walkers get before the relaxation runs
+RELAX_AFTER = 0.15  # share of the budget the walkers get before the relaxation runs
 RELAX_AFTER_AMBIGUOUS = 0.5  # ... at least, when pairs read from the data are in play
 RELAX_SHARE = 2 / 3  # share of the budget then left that the relaxation may take
 NO_EVAL_LIMIT = 10**9  # max_evals by default: no limit
@@ -43,10 +43,11 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class SearchOptions:
     """rows: search rows to start with; seed: auto|greedy|delta|wout|pursuit|drift; kernels: cpu|cuda;
-    budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s);
-    random_seed makes the iterated local search deterministic; start (an answer) is descended
-    from first and then competes with the seeds; relax_after: once this share of time_limit
-    has passed uncertified (and the seeds' descents are done; at least half of it while pairs
+    budgets: max_rounds (accepted moves), max_evals (block evaluations), time_limit (s; inf:
+    max_evals is the budget and no decision reads the clock, so a search repeats exactly for
+    its random_seed); random_seed seeds the kicks and the relaxation; start (an answer) is
+    descended from first and then competes with the seeds; relax_after: once this share of
+    the budget has passed uncertified (and the seeds' descents are done; at least half of it while pairs
     read from the data are in play), the Sinkhorn relaxation (:mod:`dropnet.relax`) reorders
     the best answer so far and the search goes on from its result too, relaxing again after
     each turn of the walkers (>= 1: never)."""
@@ -234,9 +235,9 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     last one walks on until certified or out of budget. A ``start`` (seq_in, seq_out) is
     checked on all rows first and descended from before the best seed, which is descended
     from next (a poor start does not keep a good seed waiting behind every trial). Once
-    ``relax_after`` of the time limit has passed, the walk stops for the relaxation
+    ``relax_after`` of the budget has passed, the walk stops for the relaxation
     (:meth:`_Run.relax`), whose order is scored, descended from and joins the walkers; it
-    runs again (narrower) each time the walkers have had as long as it took."""
+    runs again (narrower) each time the walkers have had as much budget as it took."""
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
@@ -375,9 +376,12 @@ class _Run:
         self.say(f"uncertified at MSE {self.best.mse:.3g}: relaxation of the order for up to "
                  f"{self._budget_words(share)}")
         stats: dict = {}
-        sized = ({"deadline": t + share * self.options.time_limit,
-                  "budget": share * self.options.time_limit} if self.timed
-                 else {"max_block_rows": share * self.options.max_evals * rows})
+        sized: dict = {}  # the relaxation's share of each budget that is finite
+        if self.timed:
+            sized.update(deadline=t + share * self.options.time_limit,
+                         budget=share * self.options.time_limit)
+        if self.options.max_evals < NO_EVAL_LIMIT:
+            sized.update(max_block_rows=share * self.options.max_evals * rows)
         order, mse = relax(self.stack.weights, self.best.seq_in, self.best.seq_out, self.data.x,
                            self.data.target, np.arange(len(self.best.seq_in)),
                            random_seed=self.options.random_seed + len(self.log.relax),
