@@ -101,7 +101,8 @@ def output_exchanges(alternatives: np.ndarray | None = None, frozen: np.ndarray 
         if plausible is None:
             return True
         a, b, oa, ob = seq_in[p], seq_in[q], seq_out[p], seq_out[q]
-        return int(plausible[a, ob]) + int(plausible[b, oa]) >= int(plausible[a, oa]) + int(plausible[b, ob])
+        after = int(plausible[a, ob]) + int(plausible[b, oa])
+        return after >= int(plausible[a, oa]) + int(plausible[b, ob])
 
     def neighbourhood(seq_in: np.ndarray, seq_out: np.ndarray) -> Moves:
         n = len(seq_in)

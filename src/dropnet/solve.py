@@ -47,10 +47,10 @@ class SearchOptions:
     max_evals is the budget and no decision reads the clock, so a search repeats exactly for
     its random_seed); random_seed seeds the kicks and the relaxation; start (an answer) is
     descended from first and then competes with the seeds; relax_after: once this share of
-    the budget has passed uncertified (and the seeds' descents are done; at least half of it while pairs
-    read from the data are in play), the Sinkhorn relaxation (:mod:`dropnet.relax`) reorders
-    the best answer so far and the search goes on from its result too, relaxing again after
-    each turn of the walkers (>= 1: never)."""
+    the budget has passed uncertified (and the seeds' descents are done; at least half of it
+    while pairs read from the data are in play), the Sinkhorn relaxation
+    (:mod:`dropnet.relax`) reorders the best answer so far and the search goes on from its
+    result too, relaxing again after each turn of the walkers (>= 1: never)."""
 
     rows: int = DEFAULT_ROWS
     seed: str = "auto"
@@ -316,8 +316,8 @@ class _Run:
         if pairing.data is not None:  # the walkers repair pairs first; the relaxation keeps them
             after = max(after, RELAX_AFTER_AMBIGUOUS)
         # share of the budget (used()) after which to relax, and again after each run
-        self.pause = after if after < 1 and (self.timed or options.max_evals < NO_EVAL_LIMIT) \
-            else np.inf
+        limited = self.timed or options.max_evals < NO_EVAL_LIMIT
+        self.pause = after if after < 1 and limited else np.inf
         clean = pairing.data is None
         exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
                                      pairing.frozen, _plausible(pairing) if clean else None)
