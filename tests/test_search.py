@@ -102,6 +102,22 @@ def test_a_step_stops_between_batches_at_the_deadline():
     assert counts == [len(moves), climber.screen]
 
 
+def test_a_step_evaluates_in_batches_growing_to_max_batch(monkeypatch):
+    """The screened moves are evaluated exactly 8, 32, 128, then MAX_BATCH at a time."""
+    _, w, x, target = planted(5, 24)
+    seq = np.arange(24)
+    moves = local_moves(24)(seq, seq)
+    climber = Climber(w, x, target, dtype=np.float64)
+    state = climber.start(seq, seq)
+    sizes, real = [], Climber._try
+    monkeypatch.setattr(Climber, "_try", lambda self, st, mv, subset: sizes.append(len(subset))
+                        or real(self, st, mv, subset))
+    assert not climber.step(state, moves)
+    full = [8, 32, 128] + [MAX_BATCH] * ((len(moves) - 168) // MAX_BATCH)
+    assert sizes[: len(full)] == full and sum(sizes) == len(moves)
+    assert all(size <= MAX_BATCH for size in sizes)
+
+
 def test_one_swap_away_is_repaired():
     _, w, x, target = planted(11, 7)
     seq = np.arange(7)

@@ -95,7 +95,7 @@ def pairing_warning(summary: dict) -> str | None:
                    "play), reorder the best answer by a continuous (Sinkhorn) relaxation "
                    "fitted to the data, with up to 2/3 of the budget left (skipped if under "
                    "half its schedule fits), and search on from it too; repeated, narrower, "
-                   "after as long again; 1 or more: never.")
+                   "after as much of the budget again; 1 or more: never.")
 @click.option("--no-data", is_flag=True,
               help="Order by the weights alone (no CSV): an uncertified guess, exit 1.")
 @click.option("--cuda", "use_cuda", is_flag=True,

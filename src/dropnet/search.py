@@ -204,15 +204,16 @@ class Climber:
         self.log.block_evals += n - lo
 
     def step(self, state: SearchState, moves: Moves, limit: int | None = None,
-             deadline: float = np.inf) -> bool:
+             deadline: float = np.inf, max_evals: float = np.inf) -> bool:
         """Take an improving move if there is one; returns False when none improves.
 
         With screening on, a backward pass ranks the moves by their first-order change and
         they are evaluated exactly in batches of growing size (``screen``, then 4x more, up
         to MAX_BATCH) best-ranked first; every move is evaluated before giving up, so a
         False answer is exact — unless ``limit`` caps the moves evaluated exactly (a
-        cheaper, inexact step for iterated local search) or the ``deadline``
-        (perf_counter) passes between two batches."""
+        cheaper, inexact step for iterated local search) or, between two batches, the
+        ``deadline`` (perf_counter) has passed or the log holds ``max_evals`` block
+        evaluations."""
         if len(moves) == 0:
             return False
         if not self.screen or len(moves) <= self.screen:
@@ -222,7 +223,7 @@ class Climber:
         while lo < len(ranked):  # exact evaluation in growing batches, best-ranked first
             if self._try(state, moves, ranked[lo : lo + size]):
                 return True
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline or self.log.block_evals >= max_evals:
                 return False
             lo, size = lo + size, min(4 * size, MAX_BATCH)
         return False
@@ -301,7 +302,7 @@ def descend(climber: "Climber", state: SearchState,
                 or climber.log.block_evals >= max_evals):
             break
         if climber.step(state, neighbourhoods[level](state.seq_in, state.seq_out), limits[level],
-                        deadline):
+                        deadline, max_evals):
             climber.log.rounds += 1
             climber.log.mse.append(state.sse / climber.rows)
             level = 0

@@ -345,6 +345,8 @@ class _Run:
         """Share of the budget spent: of the time limit, or of max_evals when that is further
         on (or the time limit infinite: then no decision reads the clock, and a search is
         deterministic for its random seed)."""
+        if self.spent():  # (and no division by a zero budget)
+            return 1.0
         share = self.log.block_evals / self.options.max_evals
         if self.timed:
             share = max(share, (time.perf_counter() - self.started) / self.options.time_limit)
@@ -397,7 +399,8 @@ class _Run:
         if stats.get("share", 1.0) < RELAX_MIN:
             self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
                      f"{self._budget_words(share)}" + (
-                         " (a longer --time-limit gives it room)" if len(self.log.relax) == 1 else ""))
+                         f" (a larger {'--time-limit' if self.timed else '--max-evals'} gives "
+                         "it room)" if len(self.log.relax) == 1 else ""))
         if order is None:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
@@ -436,7 +439,8 @@ class _Run:
         m = min(self.options.rows, self.data.rows)
         until = self.used() + cap
         deadline = min(self.deadline, time.perf_counter() + cap * self.options.time_limit)
-        max_evals = self.log.block_evals + cap * self.options.max_evals
+        max_evals = (self.log.block_evals + cap * self.options.max_evals
+                     if self.options.max_evals < NO_EVAL_LIMIT else np.inf)
         while True:
             climber = self.climber(m)
             state = descend(climber, climber.start(seq_in, seq_out), self.hoods,
