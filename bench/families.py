@@ -39,7 +39,7 @@ QUICK = FAMILIES[:3]
 
 
 def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: float,
-               max_evals: int = 10**9) -> dict:
+               max_evals: int | None = None) -> dict:
     from dropnet.generate import drop, recipe
     from dropnet.solve import solve
 
@@ -48,7 +48,8 @@ def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: f
     summary = drop(folder, config, overwrite=True)
     truth = json.loads((folder / "answer.json").read_text())["permutation"]
     t = time.perf_counter()
-    result = solve(folder, time_limit=time_limit, max_evals=max_evals)
+    budget = {} if max_evals is None else {"max_evals": max_evals}  # None: no limit
+    result = solve(folder, time_limit=time_limit, **budget)
     return {"regime": regime, **overrides, "seed": seed,
             "assignment_accuracy": summary.signal.accuracy,
             "certified": result.certified, "exact": result.permutation == truth,
@@ -60,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=None, help="keep the networks here")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds; inf: none")
-    parser.add_argument("--max-evals", type=int, default=10**9, help="block evaluations")
+    parser.add_argument("--max-evals", type=int, default=None, help="block evaluations")
     parser.add_argument("--seeds", type=int, default=1, help="networks per family")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--families", type=str, default=None,

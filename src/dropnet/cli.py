@@ -79,8 +79,8 @@ def pairing_warning(summary: dict) -> str | None:
 @click.option("--time-limit", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds of search before giving up (best answer reported, exit 1); "
                    "inf: --max-evals is the budget and the run reads no clock (repeatable).")
-@click.option("--max-evals", type=click.IntRange(min=1), default=10**9,
-              help="Budget of block evaluations (one block on the search rows).")
+@click.option("--max-evals", type=click.IntRange(min=1), default=None,
+              help="Budget of block evaluations (one block on the search rows); default: none.")
 @click.option("--random-seed", type=int, default=0, show_default=True,
               help="Seed of the iterated local search's kicks and the relaxation (a run "
                    "repeats exactly under --time-limit inf with --max-evals).")
@@ -107,7 +107,7 @@ def pairing_warning(summary: dict) -> str | None:
               help="Also write the answer (or the JSON object with --json) to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit: float,
-          max_evals: int, random_seed: int, pairs_file: Path | None,
+          max_evals: int | None, random_seed: int, pairs_file: Path | None,
           start_file: Path | None, relax_after: float, no_data: bool,
           use_cuda: bool, device: str | None, as_json: bool, output: Path | None,
           quiet: bool) -> None:
@@ -119,10 +119,11 @@ def solve(pieces_dir: Path, data: Path | None, rows: int, seed: str, time_limit:
     try:
         started = time.perf_counter()
         options = SearchOptions(rows=rows, seed=seed, time_limit=time_limit,
-                                max_evals=max_evals, random_seed=random_seed,
+                                random_seed=random_seed,
                                 known_pairs=_read_pairs(pairs_file),
                                 start=_read_start(start_file), relax_after=relax_after,
-                                kernels=_kernel_backend(use_cuda, device))
+                                kernels=_kernel_backend(use_cuda, device),
+                                **({} if max_evals is None else {"max_evals": max_evals}))
         if no_data:
             result = guess_without_data(load_pieces(find_pieces_folder(pieces_dir)), options)
             load_seconds = time.perf_counter() - started - sum(result.timings.values())

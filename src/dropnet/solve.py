@@ -210,18 +210,19 @@ def _plausible(pairing: Pairing) -> np.ndarray:
     return evidence * PLAUSIBLE >= chosen[:, None]
 
 
-def _plausible_alternatives(pairing: Pairing, n: int, width: int = 4) -> np.ndarray:
+def _plausible_alternatives(pairing: Pairing, n: int, plausible: np.ndarray,
+                            width: int = 4) -> np.ndarray:
     """For each input layer, up to ``width`` other output layers whose evidence is within a
-    factor PLAUSIBLE of the chosen pair's (-1 elsewhere): where the weights separate pairs
-    cleanly the search does not trade them for a lower MSE at a wrong order. When the data
-    evidence was read (ambiguous ratios), its DATA_ALTERNATIVES likeliest outputs too."""
+    factor PLAUSIBLE of the chosen pair's (``plausible``, :func:`_plausible`; -1 elsewhere):
+    where the weights separate pairs cleanly the search does not trade them for a lower MSE
+    at a wrong order. When the data evidence was read (ambiguous ratios), its
+    DATA_ALTERNATIVES likeliest outputs too."""
     ranked = np.argsort(-pairing.evidence, axis=1)[:, : min(width, n)]
-    keep = np.take_along_axis(_plausible(pairing), ranked, axis=1)
-    plausible = np.where(keep, ranked, -1)
+    alternatives = np.where(np.take_along_axis(plausible, ranked, axis=1), ranked, -1)
     if pairing.data is None:
-        return plausible
+        return alternatives
     by_data = np.argsort(-pairing.data, axis=1)[:, : min(DATA_ALTERNATIVES, n)]
-    return np.concatenate([by_data, plausible], axis=1)  # the neighbourhood drops repeats
+    return np.concatenate([by_data, alternatives], axis=1)  # the neighbourhood drops repeats
 
 
 def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, say: Progress,
@@ -312,15 +313,15 @@ class _Run:
         self.started = time.perf_counter()
         self.deadline = self.started + options.time_limit
         self.timed = bool(np.isfinite(options.time_limit))  # else the budget is max_evals
+        self.counted = options.max_evals < NO_EVAL_LIMIT  # max_evals is a budget too
         after = options.relax_after
         if pairing.data is not None:  # the walkers repair pairs first; the relaxation keeps them
             after = max(after, RELAX_AFTER_AMBIGUOUS)
         # share of the budget (used()) after which to relax, and again after each run
-        limited = self.timed or options.max_evals < NO_EVAL_LIMIT
-        self.pause = after if after < 1 and limited else np.inf
-        clean = pairing.data is None
-        exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks),
-                                     pairing.frozen, _plausible(pairing) if clean else None)
+        self.pause = after if after < 1 and (self.timed or self.counted) else np.inf
+        clean, plausible = pairing.data is None, _plausible(pairing)
+        exchanges = output_exchanges(_plausible_alternatives(pairing, stack.blocks, plausible),
+                                     pairing.frozen, plausible if clean else None)
         self.hoods = _neighbourhoods(exchanges, stack.blocks, stack.square,
                                      clean=clean)
         # the kicks exchange outputs too while a pairing read from the data is in play
@@ -382,7 +383,7 @@ class _Run:
         if self.timed:
             sized.update(deadline=t + share * self.options.time_limit,
                          budget=share * self.options.time_limit)
-        if self.options.max_evals < NO_EVAL_LIMIT:
+        if self.counted:
             sized.update(max_block_rows=share * self.options.max_evals * rows)
         order, mse = relax(self.stack.weights, self.best.seq_in, self.best.seq_out, self.data.x,
                            self.data.target, np.arange(len(self.best.seq_in)),
@@ -437,10 +438,8 @@ class _Run:
         rounding level but not all of them, for at most ``cap`` (a share) of the budget;
         returns seq_in, seq_out and their MSE on all rows."""
         m = min(self.options.rows, self.data.rows)
-        until = self.used() + cap
         deadline = min(self.deadline, time.perf_counter() + cap * self.options.time_limit)
-        max_evals = (self.log.block_evals + cap * self.options.max_evals
-                     if self.options.max_evals < NO_EVAL_LIMIT else np.inf)
+        max_evals = self.log.block_evals + cap * self.options.max_evals if self.counted else np.inf
         while True:
             climber = self.climber(m)
             state = descend(climber, climber.start(seq_in, seq_out), self.hoods,
@@ -451,8 +450,8 @@ class _Run:
             mse = self.certify(seq_in, seq_out, name)
             self.say(f"seed {name}: {self.log.rounds} rounds on {m} rows, MSE {mse:.3g} on all rows")
             overfit = state.sse / m <= OVERFIT * self.tol
-            if (mse <= self.tol or m >= self.data.rows or not overfit or self.spent()
-                    or self.used() >= until):
+            capped = time.perf_counter() > deadline or self.log.block_evals >= max_evals
+            if mse <= self.tol or m >= self.data.rows or not overfit or self.spent() or capped:
                 return seq_in, seq_out, mse
             m = min(4 * m, self.data.rows)
 
