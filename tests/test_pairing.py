@@ -8,13 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dropnet._kernels import BlockWeights
+from dropnet.generate import planted
 from dropnet.pairing import (
     data_evidence,
     pair_by_dominance,
     pair_with_data,
     standardise,
 )
-from dropnet.roles import Stack
+from dropnet.roles import Stack, assign_roles
 
 
 def random_stack(rng, n, d, h, paired=0.0) -> Stack:
@@ -125,6 +126,22 @@ def test_square_pieces_are_matched_and_oriented_by_the_data():
     found = {name: (ins, outs) for name, ins, outs in pairing.candidates()}
     ins, outs = found["data"]
     assert sorted(zip(ins.tolist(), outs.tolist())) == sorted(map(tuple, layers.tolist()))
+
+
+def test_square_pairs_are_separated_either_way_and_oriented_by_the_data():
+    """h = d: the margin compares pairs whatever their orientation (before, the reverse
+    reading of a chosen pair counted as an unmatched pair, so every h = d network looked
+    ambiguous), and the data orients the pairs where the larger ratio gets 3 of 8."""
+    pieces, data, perm = planted(8, 600, width=16, hidden=16, seed=2, profile="shuffled")
+    stack = assign_roles(pieces)
+    truth = {(perm[2 * k], perm[2 * k + 1]) for k in range(8)}
+
+    def pairs(pairing):
+        return {(int(stack.in_ids[a]), int(stack.in_ids[b])) for a, b in zip(*pairing.blocks)}
+    by_ratio, paired = pair_by_dominance(stack), pair_with_data(stack, data.x, data.pred)
+    assert stack.square and paired.margin > 1 and paired.data is None
+    assert len(pairs(by_ratio) & truth) == 3 and pairs(paired) == truth
+    assert np.array_equal(paired.evidence, paired.evidence.T)
 
 
 @settings(max_examples=25, deadline=None)

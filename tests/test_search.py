@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from dropnet._kernels import backend
+from dropnet._kernels import BlockWeights, backend
 from dropnet.search import (MAX_BATCH, Climber, adjacent_swaps, descend, local_moves,
-                            output_exchanges)
+                            output_exchanges, reinsert)
 
 from test_kernels import random_weights
 
@@ -158,3 +158,25 @@ def test_descend_stops_at_its_evaluation_budget():
     state = descend(bounded, bounded.start(seq, seq), hoods, max_evals=cap)
     assert cap <= bounded.log.block_evals < full.log.block_evals
     assert state.sse > free.sse
+
+
+def test_reinsertion_with_flips_puts_a_block_back_the_right_way_round():
+    """h = d: a block whose two layers play the wrong roles, taken out and put back with
+    ``flips``, returns in its true orientation; without, its roles are kept."""
+    rng = np.random.default_rng(3)
+    n, d, m = 5, 6, 120
+    layers = rng.standard_normal((2 * n, d, d)) / np.sqrt(d)
+    bias = 0.1 * rng.standard_normal((2 * n, d))
+    w = BlockWeights(layers, bias, layers.copy(), bias.copy(), rng.standard_normal(d),
+                     np.zeros(1))
+    seq_in, seq_out = np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2)
+    x = rng.standard_normal((m, d))
+    target = backend("reference").network_output(x, w, seq_in, seq_out)
+    wrong_in, wrong_out = seq_in.copy(), seq_out.copy()
+    wrong_in[2], wrong_out[2] = seq_out[2], seq_in[2]
+    climber = Climber(w, x, target, dtype=np.float64)
+    fixed = reinsert(climber, wrong_in, wrong_out, np.array([2]), flips=True)
+    assert np.array_equal(fixed[0], seq_in) and np.array_equal(fixed[1], seq_out)
+    kept = reinsert(climber, wrong_in, wrong_out, np.array([2]))
+    assert {(int(a), int(b)) for a, b in zip(*kept)} == set(zip(wrong_in.tolist(),
+                                                                wrong_out.tolist()))

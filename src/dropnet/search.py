@@ -330,35 +330,41 @@ def perturb(seq_in: np.ndarray, seq_out: np.ndarray, rng: np.random.Generator,
     return seq_in[order], seq_out[order]
 
 
-def reinsert(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, removed: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
+def reinsert(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, removed: np.ndarray,
+             flips: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Destroy and rebuild (the kick of iterated greedy): take the blocks at positions
     ``removed`` out, then put each back in turn, pairs kept, where the squared error of the
     sequence built so far is lowest on the climber's rows (every position evaluated exactly
-    from the prefix cache, one kernel call per block)."""
+    from the prefix cache, one kernel call per block). ``flips`` (h = d): each block is
+    tried in both orientations at every position too."""
     keep = np.setdiff1d(np.arange(len(seq_in)), removed)
     cur_in, cur_out = seq_in[keep], seq_out[keep]
     for p in removed:
         slots = np.arange(len(cur_in) + 1)
-        cand_in = np.stack([np.insert(cur_in, j, seq_in[p]) for j in slots])
-        cand_out = np.stack([np.insert(cur_out, j, seq_out[p]) for j in slots])
-        # the cache of the last candidate (block appended) is every candidate's prefix cache
-        acts = climber.k.prefix_activations(climber.x, climber.weights, cand_in[-1], cand_out[-1])
-        climber.log.block_evals += len(slots)
-        best = int(np.argmin(climber._evaluate(acts, slots, cand_in, cand_out)))
+        ways = [(seq_in[p], seq_out[p])] + ([(seq_out[p], seq_in[p])] if flips else [])
+        cand_in = np.stack([np.insert(cur_in, j, a) for a, _ in ways for j in slots])
+        cand_out = np.stack([np.insert(cur_out, j, b) for _, b in ways for j in slots])
+        # the cache of a candidate with the block appended is every candidate's prefix cache
+        last = len(slots) - 1
+        acts = climber.k.prefix_activations(climber.x, climber.weights, cand_in[last],
+                                            cand_out[last])
+        climber.log.block_evals += len(cand_in)
+        starts = np.tile(slots, len(ways))
+        best = int(np.argmin(climber._evaluate(acts, starts, cand_in, cand_out)))
         cur_in, cur_out = cand_in[best], cand_out[best]
     return cur_in, cur_out
 
 
 def kick(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, rng: np.random.Generator,
-         exchanges: Callable[[np.ndarray, np.ndarray], Moves] | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
+         exchanges: Callable[[np.ndarray, np.ndarray], Moves] | None = None,
+         flips: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The iterated local search's kick: 2-4 blocks taken out, anywhere or (half the time)
     within 13 neighbouring positions, where coupled misplacements sit, and put back by
-    :func:`reinsert`. On generated 32-block networks stuck at MSE 2e-3 it certified in
-    3-26 s where random moves (:func:`perturb`) had not in 60 s. With ``exchanges`` (a
-    pairing-repair neighbourhood, for ambiguous pairings), half the kicks first exchange the
-    output layers of one random move of it, and those two blocks are among those taken out."""
+    :func:`reinsert` (in either orientation with ``flips``, for h = d). On generated 32-block
+    networks stuck at MSE 2e-3 it certified in 3-26 s where random moves (:func:`perturb`)
+    had not in 60 s. With ``exchanges`` (a pairing-repair neighbourhood, for ambiguous
+    pairings), half the kicks first exchange the output layers of one random move of it, and
+    those two blocks are among those taken out."""
     n = len(seq_in)
     forced = np.empty(0, np.int64)
     if exchanges is not None and rng.integers(0, 2):
@@ -375,7 +381,7 @@ def kick(climber: Climber, seq_in: np.ndarray, seq_out: np.ndarray, rng: np.rand
     pool = np.setdiff1d(pool, forced)
     count = min(len(pool), max(0, int(rng.integers(2, 5)) - len(forced)))
     removed = np.concatenate([forced, rng.choice(pool, count, replace=False)]).astype(np.int64)
-    return reinsert(climber, seq_in, seq_out, removed)
+    return reinsert(climber, seq_in, seq_out, removed, flips)
 
 
 def _disjoint(moves: Moves, ranked: np.ndarray) -> list[int]:

@@ -202,11 +202,13 @@ def _neighbourhoods(exchanges: Callable, n: int, square: bool, clean: bool = Fal
 
 def _plausible(pairing: Pairing) -> np.ndarray:
     """(n_in, n_out) bool: pairs whose evidence is within a factor PLAUSIBLE of the evidence
-    of the pair the weights chose for that input."""
+    of the pair the weights chose for that input (for h = d, for that layer)."""
     evidence = pairing.evidence
     blk_in, blk_out = pairing.blocks
     chosen = np.full(evidence.shape[0], np.inf)
     chosen[blk_in] = evidence[blk_in, blk_out]
+    if pairing.square:  # symmetric evidence: either layer of a pair may end up the input
+        chosen[blk_out] = chosen[blk_in]
     return evidence * PLAUSIBLE >= chosen[:, None]
 
 
@@ -480,7 +482,7 @@ class _Walker:
         while not run.done() and (kicks is None or done < kicks):
             self.kicks, done = self.kicks + 1, done + 1
             kicked = kick(self.climber, self.incumbent.seq_in, self.incumbent.seq_out, self.rng,
-                          run.exchanges)
+                          run.exchanges, run.stack.square)
             state = descend(self.climber, self.climber.start(*kicked), run.hoods[:-1],
                             run.options.max_rounds, run.deadline, run.tol, limit=ILS_LIMIT)
             if state.sse >= self.incumbent.sse:
