@@ -54,6 +54,43 @@ def test_gradient_matches_finite_differences(seed):
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9 * np.abs(numeric).max())
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_pairing_gradient_matches_finite_differences(seed):
+    """The output layers mixed by Q = sinkhorn(pair logits): the gradients for both the
+    order's and the pairing's logits against central differences."""
+    rng, w, x, target = _setup(seed)
+    net = relax.SoftNetwork(w, np.arange(5), rng.permutation(5), np.float64)
+    order_logits, pair_logits = rng.standard_normal((2, 5, 5))
+
+    def loss(a, b):
+        p, tape_p = relax.sinkhorn(a)
+        q, tape_q = relax.sinkhorn(b)
+        value, dp, dq = net.loss_and_grads(p, q, x, target)
+        return value, relax.sinkhorn_backward(dp, p, tape_p), relax.sinkhorn_backward(dq, q, tape_q)
+
+    _, grad_p, grad_q = loss(order_logits, pair_logits)
+    for which, grad in ((0, grad_p), (1, grad_q)):
+        numeric = np.zeros((5, 5))
+        for i, j in np.ndindex(5, 5):
+            step = np.zeros((2, 5, 5))
+            step[which, i, j] = 1e-6
+            up = loss(order_logits + step[0], pair_logits + step[1])[0]
+            down = loss(order_logits - step[0], pair_logits - step[1])[0]
+            numeric[i, j] = (up - down) / 2e-6
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9 * np.abs(numeric).max())
+
+
+def test_soft_outputs_at_a_permutation_are_the_hard_pairing():
+    """Q a permutation: the soft network with mixed outputs is the network whose block k
+    has output layer blk_out[Q's column for k]."""
+    rng, w, x, target = _setup(4)
+    net = relax.SoftNetwork(w, np.arange(5), np.arange(5), np.float64)
+    outputs = rng.permutation(5)
+    loss = net.loss_and_grads(np.eye(5), np.eye(5)[outputs], x, target)[0]
+    out = backend("reference").network_output(x, w, np.arange(5), outputs)
+    assert loss == pytest.approx(np.mean((out - target) ** 2), rel=1e-10)
+
+
 def test_gradient_matches_torch_autograd():
     torch = pytest.importorskip("torch")
     rng, w, x, target = _setup(7, n=6)
@@ -234,7 +271,7 @@ def test_relax_refits_each_round_to_the_time_left(monkeypatch):
             time.sleep(1.5 * per_step)  # every step 1.5x slower than estimated
             done += 1
         rounds.append((plan.steps, done))
-        return np.arange(5), 0.0, done
+        return np.arange(5), None, 0.0, done
 
     monkeypatch.setattr(relax, "relax_round", fake_round)
     t = time.perf_counter()

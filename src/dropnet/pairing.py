@@ -94,8 +94,7 @@ class Pairing:
         data plus the unsigned ratio 16); duplicates dropped."""
         found = [("ratio", *self.blocks)]
         if self.data is not None:
-            joint = standardise(self.data) + standardise(-np.sign(self.trace) * self.ratio)
-            for name, score in (("data", self.data), ("joint", joint)):
+            for name, score in (("data", self.data), ("joint", self.joint)):
                 if self.blk_in is None:
                     ins, outs = np.arange(len(score)), _assign(-score, self.fixed)
                 else:  # square pieces: match the 2n layers, orient by the score
@@ -104,6 +103,14 @@ class Pairing:
                            for _, i, o in found):
                     found.append((name, ins, outs))
         return found
+
+    @property
+    def joint(self) -> np.ndarray | None:
+        """The standardised sum of the data evidence and the signed ratio -tr/||.||_F
+        (:func:`standardise`), [input, output]; None when the data was not read."""
+        if self.data is None:
+            return None
+        return standardise(self.data) + standardise(-np.sign(self.trace) * self.ratio)
 
     def summary(self) -> dict:
         return {"matched_min": self.matched_min, "unmatched_max": self.unmatched_max,

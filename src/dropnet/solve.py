@@ -15,8 +15,8 @@ from .io import Data, Pieces, find_data, find_pieces_folder, load_data, load_pie
 from .ordering import REVERSED_SEEDS, SEEDS, reverse, seed_order
 from .pairing import Pairing, known_pairs, pair_by_dominance, pair_with_data
 from .roles import Stack, assign_roles
-from .search import (Climber, SearchLog, adjacent_swaps, descend, local_moves,
-                     kick, orientation_flips, output_exchanges)
+from .search import (Climber, SearchLog, adjacent_swaps, descend, kick, local_moves,
+                     orientation_flips, output_exchanges)
 from .verify import sequences
 
 DEFAULT_ROWS = 128
@@ -29,13 +29,14 @@ LAZY_SEEDS = ("greedy-max", "pursuit")  # auto builds these only when the first 
 KEPT_PATIENCE = 40  # pairs read from the data: the best seed first walks with its pairs kept
 KEPT_SHARE = 0.1  # until this many kicks in a row fail, within this share of the budget
 KEPT_WALKER = 1000  # its walker's index (the random stream of its kicks)
+RELAX_WALKER = 2000  # the relaxations' walkers' indices start here
 WIDE_LIMIT = 256  # the widest neighbourhood is screened, not exhausted (too costly to prove)
 OVERFIT = 100.0  # search MSE within this factor of the tolerance: grow the rows instead
 PLAUSIBLE = 1.5  # an alternative output layer is tried when its ratio is within this factor
+PAIR_CURRENT = 1.0  # relaxed pairing: the current pairs' bonus over the standardised evidence
 DATA_ALTERNATIVES = 6  # ambiguous pairing: each input's likeliest outputs by the data, tried
 PAIRING_SPREAD = 1.5  # a candidate pairing whose best seed's MSE is this many times the best's
 RELAX_AFTER = 0.15  # share of the budget the walkers get before the relaxation runs
-RELAX_AFTER_AMBIGUOUS = 0.5  # ... at least, when pairs read from the data are in play
 RELAX_SHARE = 2 / 3  # share of the budget then left that the relaxation may take
 NO_EVAL_LIMIT = 10**9  # max_evals by default: no limit
 RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
@@ -258,8 +259,12 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
         if run.finished():
             return run.best, run.log, run.tol
     cap = 1 / (2 * WALKERS)  # no descent takes more than a sixth of the budget
-    if run.exchanges is not None and _pairs_kept_first(run, *seeds[0], cap):
-        return run.best, run.log, run.tol
+    eager, walkers = [n for n in names if n not in lazy], []
+    if run.exchanges is not None:  # pairs read from the data
+        if _pairs_kept_first(run, *seeds[0], cap):
+            return run.best, run.log, run.tol
+        if run.pause < np.inf:  # the relaxation fits them with the order, first
+            walkers += _relaxed(run, eager, cap, fresh=True)
     descended = {}
     for name, seq_in, seq_out in seeds[: 2 if start is not None else 1]:  # and the best seed
         descended[name] = run.descend_growing(name, seq_in, seq_out, cap)[:2]
@@ -271,24 +276,36 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
                     key=lambda item: item[2])
     say("seeds after a quick descent: " + ", ".join(
         f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
-    walkers = []
     for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
         if name not in descended and not run.finished():
             descended[name] = run.descend_growing(name, seq_in, seq_out, cap)[:2]
         walkers.append(_Walker(run, *descended.get(name, (seq_in, seq_out)), name, i))
     walkers = _walk(run, walkers)
     while run.paused() and not run.finished():  # stalled: relax, then walk on, and again
-        k = len(run.log.relax)
-        relaxed = run.relax()
-        if relaxed is not None:
-            name = "relax" if k == 0 else f"relax{k + 1}"
-            run.certify(*relaxed, name)  # its order may beat what a descent on few rows makes of it
-            seq_in, seq_out, _ = run.descend_growing(name, *relaxed, cap)
-            walkers.append(_Walker(run, seq_in, seq_out, name, WALKERS + k))
-            # the walkers' turn, from here: as much budget as the relaxation took (x RELAX_WALK)
-            run.pause = run.used() + RELAX_WALK * run.log.relax[-1]["budget_share"]
-        walkers = _walk(run, walkers)
+        walkers = _walk(run, walkers + _relaxed(run, eager, cap))
     return run.best, run.log, run.tol
+
+
+def _relaxed(run: _Run, names: list[str], cap: float, fresh: bool = False) -> list[_Walker]:
+    """Relax the best answer so far (:meth:`_Run.relax`; ``fresh``: its pairs only, the
+    order from uniform logits): its order is certified (it may
+    beat what a descent on few rows makes of it), descended and walked from; when it
+    changed pairs, a walker from the seeds ``names`` built for them (:func:`_reseeded`)
+    too. The walkers then get as much budget as it took (x RELAX_WALK). Returns the new
+    walkers."""
+    k = len(run.log.relax)
+    relaxed = run.relax(fresh)
+    if relaxed is None:
+        return []
+    name, walkers = "relax" if k == 0 else f"relax{k + 1}", []
+    run.certify(*relaxed, name)
+    if not run.finished():
+        seq_in, seq_out, _ = run.descend_growing(name, *relaxed, cap)
+        walkers.append(_Walker(run, seq_in, seq_out, name, RELAX_WALKER + 2 * k))
+    if run.log.relax[-1]["pairs_changed"] and not run.finished():
+        walkers.append(_reseeded(run, relaxed, names, name, cap, RELAX_WALKER + 2 * k + 1))
+    run.pause = run.used() + RELAX_WALK * run.log.relax[-1]["budget_share"]
+    return walkers
 
 
 def _pairs_kept_first(run: _Run, name: str, seq_in: np.ndarray, seq_out: np.ndarray,
@@ -307,6 +324,21 @@ def _pairs_kept_first(run: _Run, name: str, seq_in: np.ndarray, seq_out: np.ndar
                 keep_pairs=True).walk(patience=KEPT_PATIENCE)
     run.pause = pause
     return run.finished()
+
+
+def _reseeded(run: _Run, relaxed: tuple[np.ndarray, np.ndarray], names: list[str],
+              relax_name: str, cap: float, index: int) -> _Walker:
+    """A walker from the seeds ``names`` built anew for the pairs a relaxation fitted
+    (``relaxed``: (seq_in, seq_out)), the best after a quick descent, descended: with the
+    pairs right, a seed can be far closer than the relaxation's own order (a 32-block
+    network trained on 256 rows: its 32 pairs found, the relaxation's order at rank
+    correlation 0.66, while the drift seed with those pairs is certified in seconds)."""
+    seeds = _ranked_seeds(run.stack, [(relax_name, *relaxed)], run.data, run.options, names)[0]
+    trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
+                    key=lambda item: item[2])
+    seq_in, seq_out, _, name = trials[0]
+    seq_in, seq_out, _ = run.descend_growing(name, seq_in, seq_out, cap)
+    return _Walker(run, seq_in, seq_out, name, index)
 
 
 def _walk(run: _Run, walkers: list[_Walker]) -> list[_Walker]:
@@ -334,14 +366,13 @@ class _Run:
                  say: Progress, timings: dict):
         self.stack, self.data, self.options, self.say, self.timings = (
             stack, data, options, say, timings)
+        self.pairing = pairing
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
         self.started = time.perf_counter()
         self.deadline = self.started + options.time_limit
         self.timed = bool(np.isfinite(options.time_limit))  # else the budget is max_evals
         self.counted = options.max_evals < NO_EVAL_LIMIT  # max_evals is a budget too
-        after = options.relax_after
-        if pairing.data is not None:  # the walkers repair pairs first; the relaxation keeps them
-            after = max(after, RELAX_AFTER_AMBIGUOUS)
+        after = options.relax_after  # (pairs read from the data: relaxed early, see _order)
         # share of the budget (used()) after which to relax, and again after each run
         self.pause = after if after < 1 and (self.timed or self.counted) else np.inf
         clean, plausible = pairing.data is None, _plausible(pairing)
@@ -387,14 +418,18 @@ class _Run:
         """Stop the local search: finished, or paused for the relaxation."""
         return self.finished() or self.paused()
 
-    def relax(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def relax(self, fresh: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
         """Reorder the best answer so far by the relaxation (:func:`dropnet.relax.relax`,
         its blocks as they are paired, random seed ``random_seed`` plus the number of
         earlier runs), with RELAX_SHARE of the budget left (seconds; block evaluations when
         the time limit is infinite): (seq_in, seq_out) of the best hard order it saw, or
         None. A repeat is not started when its budget is under RELAX_MIN times what the last
-        run took (its setup alone would eat into the walkers' end)."""
-        from .relax import CHECK_ROWS, ROUNDS, relax  # (scipy: only when needed)
+        run took (its setup alone would eat into the walkers' end). While pairs read from
+        the data are in play the pairing is fitted too (:func:`dropnet.relax.relax_pairs`);
+        ``fresh``: the order starts from uniform logits, not from the best answer's (a
+        32-block network with a weak pairing, from a seed at rank correlation -0.54: 23 of
+        32 pairs and an order at 0.0; from uniform logits: 32 of 32 and 0.71-0.74)."""
+        from .relax import CHECK_ROWS, ROUNDS, relax, relax_pairs  # scipy: when needed
 
         self.pause, used = np.inf, self.used()
         t, rows = time.perf_counter(), min(self.options.rows, self.data.rows)
@@ -411,18 +446,32 @@ class _Run:
                          budget=share * self.options.time_limit)
         if self.counted:
             sized.update(max_block_rows=share * self.options.max_evals * rows)
-        order, mse = relax(self.stack.weights, self.best.seq_in, self.best.seq_out, self.data.x,
-                           self.data.target, np.arange(len(self.best.seq_in)),
-                           random_seed=self.options.random_seed + len(self.log.relax),
-                           plan=ROUNDS if not self.log.relax else ROUNDS[1:],
-                           kernels=self.options.kernels, stats=stats, min_share=RELAX_MIN,
-                           **sized)
+        seq_in, seq_out, n = self.best.seq_in, self.best.seq_out, len(self.best.seq_in)
+        common = dict(random_seed=self.options.random_seed + len(self.log.relax),
+                      plan=ROUNDS if not self.log.relax else ROUNDS[1:],
+                      kernels=self.options.kernels, stats=stats, min_share=RELAX_MIN, **sized)
+        outputs = np.arange(n)
+        if self.exchanges is None:  # the pairs as they are
+            order, mse = relax(self.stack.weights, seq_in, seq_out, self.data.x,
+                               self.data.target, np.arange(n), **common)
+        else:  # pairs read from the data: fitted with the order (the data's and the ratio's
+            # evidence, and the pairs as they are, as the pairing's starting logits)
+            logits = self.pairing.joint[np.ix_(seq_in, seq_out)] + PAIR_CURRENT * np.eye(n)
+            if self.pairing.frozen is not None:  # known pairs stay
+                known = np.flatnonzero(self.pairing.frozen[seq_in])
+                logits[known, :], logits[:, known] = -1e3, -1e3
+                logits[known, known] = 1e3
+            order, outputs, mse = relax_pairs(self.stack.weights, seq_in, seq_out, self.data.x,
+                                              self.data.target, logits,
+                                              None if fresh else np.arange(n), **common)
         # counted as block evaluations on the search rows, as the local search counts them
         self.log.block_evals += stats.get("block_rows", 0) // rows
         seconds = time.perf_counter() - t
         self.log.relax.append({"seconds": seconds, "budget_share": self.used() - used,
                                "mse": mse if order is not None else None,  # JSON has no inf
-                               "steps": stats.get("steps", []), "share": stats.get("share")})
+                               "steps": stats.get("steps", []), "share": stats.get("share"),
+                               "pairs_changed": int(np.sum(outputs != np.arange(n)))
+                               if order is not None else 0})
         if stats.get("share", 1.0) < RELAX_MIN:
             self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
                      f"{self._budget_words(share)}" + (
@@ -432,7 +481,7 @@ class _Run:
             return None
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
                  f"in {seconds:.0f} s")
-        return self.best.seq_in[order], self.best.seq_out[order]
+        return seq_in[order], seq_out[outputs][order]
 
     def _budget_words(self, share: float) -> str:
         """A share of the budget, in its unit: '12 s' or '3400000 block evaluations'."""
