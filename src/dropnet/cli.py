@@ -91,11 +91,12 @@ def pairing_warning(summary: dict) -> str | None:
                    "earlier run, or a JSON list of 2n+1 pieces), e.g. to resume a search.")
 @click.option("--relax-after", type=click.FloatRange(min=0), default=0.15, show_default=True,
               help="Once the seeds' descents are done and this share of the budget has "
-                   "passed uncertified (at least half while pairs read from the data are in "
-                   "play), reorder the best answer by a continuous (Sinkhorn) relaxation "
-                   "fitted to the data, with up to 2/3 of the budget left (skipped if under "
-                   "half its schedule fits), and search on from it too; repeated, narrower, "
-                   "after as much of the budget again; 1 or more: never.")
+                   "passed uncertified, reorder the best answer by a continuous (Sinkhorn) "
+                   "relaxation fitted to the data, with up to 2/3 of the budget left "
+                   "(skipped if under half its schedule fits), and search on from it too; "
+                   "repeated, narrower, after as much of the budget again (while pairs read "
+                   "from the data are in play it fits the pairs too and runs first, from "
+                   "uniform order logits); 1 or more: never.")
 @click.option("--no-data", is_flag=True,
               help="Order by the weights alone (no CSV): an uncertified guess, exit 1.")
 @click.option("--cuda", "use_cuda", is_flag=True,

@@ -51,10 +51,11 @@ class SearchOptions:
     max_evals is the budget and no decision reads the clock, so a search repeats exactly for
     its random_seed); random_seed seeds the kicks and the relaxation; start (an answer) is
     descended from first and then competes with the seeds; relax_after: once this share of
-    the budget has passed uncertified (and the seeds' descents are done; at least half of it
-    while pairs read from the data are in play), the Sinkhorn relaxation
-    (:mod:`dropnet.relax`) reorders the best answer so far and the search goes on from its
-    result too, relaxing again after each turn of the walkers (>= 1: never)."""
+    the budget has passed uncertified (and the seeds' descents are done), the Sinkhorn
+    relaxation (:mod:`dropnet.relax`) reorders the best answer so far and the search goes on
+    from its result too, relaxing again after each turn of the walkers (while pairs read
+    from the data are in play it fits the pairing too and first runs right after the best
+    seed's pairs-kept walk; >= 1: never)."""
 
     rows: int = DEFAULT_ROWS
     seed: str = "auto"
