@@ -36,6 +36,29 @@ FAMILIES = [  # (regime, overrides)
     ("weak", dict(blocks=48, width=48, hidden=96, rows=2000)),
 ]
 QUICK = FAMILIES[:3]
+EXTRA = [  # --extra: shapes, depths and recipes the solver was not tuned on (stop 18)
+    ("puzzle", dict(blocks=24, width=32, hidden=64)),
+    ("strong", dict(blocks=16, width=64, hidden=32)),  # h < d
+    ("strong_adam", dict(blocks=24, width=32, hidden=128)),
+    ("strong", dict(blocks=24, width=32, hidden=64, rows=256)),
+    ("weak", dict(blocks=32, width=32, hidden=64, epochs=10)),
+    ("strong", dict(blocks=32, width=32, hidden=32)),  # h = d
+    ("strong", dict(blocks=4, width=8, hidden=8)),  # h = d
+    ("strong_adam", dict(blocks=24, width=32, hidden=64, weight_decay=1e-2)),
+    ("strong", dict(blocks=128, width=16, hidden=32)),
+    ("strong", dict(blocks=1, width=8, hidden=16)),
+    ("strong", dict(blocks=2, width=8, hidden=16, rows=300)),
+    ("strong_adam", dict(blocks=32, width=16, hidden=64, rows=500)),
+    ("strong_adam", dict(blocks=24, width=16, hidden=64)),
+    ("puzzle", dict(blocks=32, width=32, hidden=96)),
+    ("strong", dict(blocks=24, width=64, hidden=128)),
+    ("strong", dict(blocks=48, width=32, hidden=64)),
+    ("strong_adam", dict(blocks=24, width=24, hidden=24)),  # h = d
+    ("weak", dict(blocks=16, width=24, hidden=24, epochs=5)),  # h = d
+    ("strong", dict(blocks=32, width=32, hidden=64, rows=256)),
+    ("strong_adam", dict(blocks=32, width=32, hidden=64, weight_decay=0.05)),
+    ("strong", dict(blocks=12, width=8, hidden=32)),
+]
 
 
 def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: float,
@@ -64,12 +87,15 @@ def main() -> None:
     parser.add_argument("--max-evals", type=int, default=None, help="block evaluations")
     parser.add_argument("--seeds", type=int, default=1, help="networks per family")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--extra", action="store_true",
+                        help="the EXTRA families instead (shapes the solver was not tuned on)")
     parser.add_argument("--families", type=str, default=None,
-                        help="comma-separated indices into FAMILIES (default: all)")
+                        help="comma-separated indices into FAMILIES (or EXTRA; default: all)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="dropnet-families-"))
-    chosen = (QUICK if args.quick else FAMILIES if args.families is None
-              else [FAMILIES[int(i)] for i in args.families.split(",")])
+    pool = EXTRA if args.extra else FAMILIES
+    chosen = (QUICK if args.quick else pool if args.families is None
+              else [pool[int(i)] for i in args.families.split(",")])
     print("| recipe | blocks | d | h | rows | other | nets | pairing acc. (median) | "
           "certified | exact | MSE (worst) | block evals (median) | solve s (median) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
