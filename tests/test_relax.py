@@ -365,3 +365,16 @@ def test_an_empty_budget_still_answers(budget):
     result = solve_loaded(pieces, noisy, SearchOptions(relax_after=0.1, **budget))
     assert not result.certified and sorted(result.permutation) == list(range(21))
     assert result.search["relax"] == []
+
+
+def test_relax_pairs_uncrosses_two_output_layers():
+    """Two blocks' output layers crossed: fitting the pairing with the order (from the
+    right order, no preference among the pairs) gives each block its own output layer."""
+    rng, w, x, target = _setup(11, m=200)
+    blk_out = np.arange(5)
+    blk_out[[1, 3]] = blk_out[[3, 1]]
+    order, outputs, mse = relax.relax_pairs(
+        w, np.arange(5), blk_out, x, target, np.zeros((5, 5)), np.arange(5),
+        plan=(relax.Round(1.0, 200, 64, 0.5),), rounds=1)
+    assert np.array_equal(order, np.arange(5))
+    assert np.array_equal(blk_out[outputs], np.arange(5)) and mse < 1e-10
