@@ -18,46 +18,46 @@ import time
 from pathlib import Path
 
 FAMILIES = [  # (regime, overrides)
-    ("strong", dict(blocks=8, width=16, hidden=32, rows=2000)),
-    ("strong", dict(blocks=8, width=16, hidden=64, rows=256)),
-    ("strong", dict(blocks=16, width=24, hidden=48, rows=2000)),
-    ("strong", dict(blocks=16, width=24, hidden=48, rows=2000, optimizer="adam", lr=1e-3)),
-    ("strong", dict(blocks=16, width=24, hidden=48, rows=2000, weight_decay=1e-3)),
-    ("strong", dict(blocks=8, width=16, hidden=16, rows=1000)),
-    ("strong", dict(blocks=32, width=32, hidden=64, rows=2000)),
-    ("strong", dict(blocks=48, width=48, hidden=96, rows=2000)),
-    ("weak", dict(blocks=16, width=24, hidden=48, rows=2000, epochs=20)),
-    ("strong_adam", dict(blocks=48, width=48, hidden=96, rows=2000)),
-    ("strong", dict(blocks=64, width=32, hidden=64, rows=2000)),
-    ("strong", dict(blocks=96, width=32, hidden=64, rows=2000)),
-    ("weak", dict(blocks=8, width=16, hidden=32, rows=2000)),
-    ("weak", dict(blocks=12, width=16, hidden=32, rows=2000)),
-    ("weak", dict(blocks=16, width=24, hidden=48, rows=2000)),
-    ("weak", dict(blocks=48, width=48, hidden=96, rows=2000)),
+    ("strong", {"blocks": 8, "width": 16, "hidden": 32, "rows": 2000}),
+    ("strong", {"blocks": 8, "width": 16, "hidden": 64, "rows": 256}),
+    ("strong", {"blocks": 16, "width": 24, "hidden": 48, "rows": 2000}),
+    ("strong", {"blocks": 16, "width": 24, "hidden": 48, "rows": 2000, "optimizer": "adam", "lr": 1e-3}),
+    ("strong", {"blocks": 16, "width": 24, "hidden": 48, "rows": 2000, "weight_decay": 1e-3}),
+    ("strong", {"blocks": 8, "width": 16, "hidden": 16, "rows": 1000}),
+    ("strong", {"blocks": 32, "width": 32, "hidden": 64, "rows": 2000}),
+    ("strong", {"blocks": 48, "width": 48, "hidden": 96, "rows": 2000}),
+    ("weak", {"blocks": 16, "width": 24, "hidden": 48, "rows": 2000, "epochs": 20}),
+    ("strong_adam", {"blocks": 48, "width": 48, "hidden": 96, "rows": 2000}),
+    ("strong", {"blocks": 64, "width": 32, "hidden": 64, "rows": 2000}),
+    ("strong", {"blocks": 96, "width": 32, "hidden": 64, "rows": 2000}),
+    ("weak", {"blocks": 8, "width": 16, "hidden": 32, "rows": 2000}),
+    ("weak", {"blocks": 12, "width": 16, "hidden": 32, "rows": 2000}),
+    ("weak", {"blocks": 16, "width": 24, "hidden": 48, "rows": 2000}),
+    ("weak", {"blocks": 48, "width": 48, "hidden": 96, "rows": 2000}),
 ]
 QUICK = FAMILIES[:3]
 EXTRA = [  # --extra: shapes, depths and recipes the solver was not tuned on (stop 18)
-    ("puzzle", dict(blocks=24, width=32, hidden=64)),
-    ("strong", dict(blocks=16, width=64, hidden=32)),  # h < d
-    ("strong_adam", dict(blocks=24, width=32, hidden=128)),
-    ("strong", dict(blocks=24, width=32, hidden=64, rows=256)),
-    ("weak", dict(blocks=32, width=32, hidden=64, epochs=10)),
-    ("strong", dict(blocks=32, width=32, hidden=32)),  # h = d
-    ("strong", dict(blocks=4, width=8, hidden=8)),  # h = d
-    ("strong_adam", dict(blocks=24, width=32, hidden=64, weight_decay=1e-2)),
-    ("strong", dict(blocks=128, width=16, hidden=32)),
-    ("strong", dict(blocks=1, width=8, hidden=16)),
-    ("strong", dict(blocks=2, width=8, hidden=16, rows=300)),
-    ("strong_adam", dict(blocks=32, width=16, hidden=64, rows=500)),
-    ("strong_adam", dict(blocks=24, width=16, hidden=64)),
-    ("puzzle", dict(blocks=32, width=32, hidden=96)),
-    ("strong", dict(blocks=24, width=64, hidden=128)),
-    ("strong", dict(blocks=48, width=32, hidden=64)),
-    ("strong_adam", dict(blocks=24, width=24, hidden=24)),  # h = d
-    ("weak", dict(blocks=16, width=24, hidden=24, epochs=5)),  # h = d
-    ("strong", dict(blocks=32, width=32, hidden=64, rows=256)),
-    ("strong_adam", dict(blocks=32, width=32, hidden=64, weight_decay=0.05)),
-    ("strong", dict(blocks=12, width=8, hidden=32)),
+    ("puzzle", {"blocks": 24, "width": 32, "hidden": 64}),
+    ("strong", {"blocks": 16, "width": 64, "hidden": 32}),  # h < d
+    ("strong_adam", {"blocks": 24, "width": 32, "hidden": 128}),
+    ("strong", {"blocks": 24, "width": 32, "hidden": 64, "rows": 256}),
+    ("weak", {"blocks": 32, "width": 32, "hidden": 64, "epochs": 10}),
+    ("strong", {"blocks": 32, "width": 32, "hidden": 32}),  # h = d
+    ("strong", {"blocks": 4, "width": 8, "hidden": 8}),  # h = d
+    ("strong_adam", {"blocks": 24, "width": 32, "hidden": 64, "weight_decay": 1e-2}),
+    ("strong", {"blocks": 128, "width": 16, "hidden": 32}),
+    ("strong", {"blocks": 1, "width": 8, "hidden": 16}),
+    ("strong", {"blocks": 2, "width": 8, "hidden": 16, "rows": 300}),
+    ("strong_adam", {"blocks": 32, "width": 16, "hidden": 64, "rows": 500}),
+    ("strong_adam", {"blocks": 24, "width": 16, "hidden": 64}),
+    ("puzzle", {"blocks": 32, "width": 32, "hidden": 96}),
+    ("strong", {"blocks": 24, "width": 64, "hidden": 128}),
+    ("strong", {"blocks": 48, "width": 32, "hidden": 64}),
+    ("strong_adam", {"blocks": 24, "width": 24, "hidden": 24}),  # h = d
+    ("weak", {"blocks": 16, "width": 24, "hidden": 24, "epochs": 5}),  # h = d
+    ("strong", {"blocks": 32, "width": 32, "hidden": 64, "rows": 256}),
+    ("strong_adam", {"blocks": 32, "width": 32, "hidden": 64, "weight_decay": 0.05}),
+    ("strong", {"blocks": 12, "width": 8, "hidden": 32}),
 ]
 
 
