@@ -289,11 +289,10 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
 
 def _relaxed(run: _Run, names: list[str], cap: float, fresh: bool = False) -> list[_Walker]:
     """Relax the best answer so far (:meth:`_Run.relax`; ``fresh``: its pairs only, the
-    order from uniform logits): its order is certified (it may
-    beat what a descent on few rows makes of it), descended and walked from; when it
-    changed pairs, a walker from the seeds ``names`` built for them (:func:`_reseeded`)
-    too. The walkers then get as much budget as it took (x RELAX_WALK). Returns the new
-    walkers."""
+    order from uniform logits): its order is certified (it may beat what a descent on few
+    rows makes of it), descended and walked from; when it changed pairs, a walker from the
+    seeds ``names`` built for them (:func:`_reseeded`) too. The walkers then get as much
+    budget as it took (x RELAX_WALK). Returns the new walkers."""
     k = len(run.log.relax)
     relaxed = run.relax(fresh)
     if relaxed is None:
