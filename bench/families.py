@@ -73,7 +73,8 @@ def run_family(regime: str, overrides: dict, out: Path, seed: int, time_limit: f
     t = time.perf_counter()
     budget = {} if max_evals is None else {"max_evals": max_evals}  # None: no limit
     result = solve(folder, time_limit=time_limit, **budget)
-    return {"regime": regime, **overrides, "seed": seed,
+    return {"regime": regime, "blocks": config.blocks, "width": config.width,
+            "hidden": config.hidden, "rows": config.rows, **overrides, "seed": seed,
             "assignment_accuracy": summary.signal.accuracy,
             "certified": result.certified, "exact": result.permutation == truth,
             "mse": result.mse, "block_evals": result.search["block_evals"],
