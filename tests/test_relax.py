@@ -265,7 +265,7 @@ def test_relax_refits_each_round_to_the_time_left(monkeypatch):
     monkeypatch.setattr(relax, "_costs", lambda *a: time.sleep(0.1) or [0.2, 0.2])
     rounds = []
 
-    def fake_round(net, x, target, order, plan, rng, score, deadline=np.inf):
+    def fake_round(net, x, target, order, plan, rng, score, deadline=np.inf, pair_logits=None):
         done = 0
         while done < plan.steps and time.perf_counter() < deadline:
             time.sleep(1.5 * per_step)  # every step 1.5x slower than estimated

@@ -95,7 +95,7 @@ class Pairing:
         found = [("ratio", *self.blocks)]
         if self.data is not None:
             for name, score in (("data", self.data), ("joint", self.joint)):
-                if self.blk_in is None:
+                if not self.square:
                     ins, outs = np.arange(len(score)), _assign(-score, self.fixed)
                 else:  # square pieces: match the 2n layers, orient by the score
                     ins, outs = _match_square(np.maximum(score, score.T), score, self.fixed)

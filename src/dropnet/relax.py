@@ -353,8 +353,7 @@ def _relax(weights, blk_in, blk_out, x, target, order, rounds, random_seed, dead
             step_plan = replace(step_plan, steps=max(MIN_STEPS, int(step_plan.steps * share)))
         round_start = time.perf_counter()
         found, outputs, value, done = relax_round(net, x32, target, order, step_plan, rng,
-                                                  score, deadline, **(
-                                                      {} if pairs is None else {"pair_logits": pairs}))
+                                                  score, deadline, pairs)
         if budget is not None and done:
             factor = (time.perf_counter() - round_start) / (costs[r] * done / plans[r].steps)
         if stats is not None:

@@ -273,8 +273,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
             return run.best, run.log, run.tol
     if lazy:
         seeds += _ranked_seeds(stack, pairings, data, options, lazy)[0]
-    trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
-                    key=lambda item: item[2])
+    trials = _trials(run, seeds)
     say("seeds after a quick descent: " + ", ".join(
         f"{name} {sse / min(options.rows, data.rows):.3g}" for _, _, sse, name in trials))
     for i, (seq_in, seq_out, _, name) in enumerate(trials[:WALKERS]):
@@ -334,11 +333,16 @@ def _reseeded(run: _Run, relaxed: tuple[np.ndarray, np.ndarray], names: list[str
     network trained on 256 rows: its 32 pairs found, the relaxation's order at rank
     correlation 0.66, while the drift seed with those pairs is certified in seconds)."""
     seeds = _ranked_seeds(run.stack, [(relax_name, *relaxed)], run.data, run.options, names)[0]
-    trials = sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
-                    key=lambda item: item[2])
-    seq_in, seq_out, _, name = trials[0]
+    seq_in, seq_out, _, name = _trials(run, seeds)[0]
     seq_in, seq_out, _ = run.descend_growing(name, seq_in, seq_out, cap)
     return _Walker(run, seq_in, seq_out, name, index)
+
+
+def _trials(run: _Run, seeds: list) -> list[tuple]:
+    """Every seed (name, seq_in, seq_out) after its quick trial descent
+    (:meth:`_Run.trial`), as (seq_in, seq_out, squared error, name), the lowest first."""
+    return sorted((run.trial(seq_in, seq_out) + (name,) for name, seq_in, seq_out in seeds),
+                  key=lambda item: item[2])
 
 
 def _walk(run: _Run, walkers: list[_Walker]) -> list[_Walker]:
