@@ -39,7 +39,7 @@ def measure(folder: Path, start_seconds: float) -> list[dict]:
     def timed(self, p, x, target):
         t = time.perf_counter()
         out = real(self, p, x, target)
-        steps.append((len(x), float(np.mean(p >= relax.ACTIVE)), time.perf_counter() - t))
+        steps.append((len(x), float(np.mean(p >= relax.active_threshold(len(p)))), time.perf_counter() - t))
         return out
 
     relax.SoftNetwork.loss_and_grad = timed

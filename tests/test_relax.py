@@ -105,6 +105,8 @@ def test_gradient_matches_torch_autograd():
         z = z - torch.logsumexp(z, 1, keepdim=True)
         z = z - torch.logsumexp(z, 0, keepdim=True)
     p, xt = z.exp(), t(x)
+    p = torch.where(p >= relax.active_threshold(6), p, 0.0)  # skipped blocks, as in the pass
+    assert (p == 0).any() and (p > 0).sum() > 6  # both kinds of entry are checked
     for q in range(6):
         hidden = torch.relu(torch.einsum("bd,khd->kbh", xt, t(net.w_in_b[:, :, :-1]))
                             + t(net.w_in_b[:, :, -1])[:, None])
@@ -131,9 +133,9 @@ def test_blocks_weighted_below_active_are_skipped():
     _, w, x, target = _setup(3, n=4)
     net = relax.SoftNetwork(w, np.arange(4), np.arange(4), np.float64)
     p = np.full((4, 4), 0.25)
-    p[1, 2] = relax.ACTIVE / 10
+    p[1, 2] = relax.active_threshold(4) / 10
     loss, grad = net.loss_and_grad(p, x, target)
-    assert grad[1, 2] == 0.0 and np.all(grad[p >= relax.ACTIVE] != 0.0)
+    assert grad[1, 2] == 0.0 and np.all(grad[p >= relax.active_threshold(4)] != 0.0)
     p_zero = p.copy()
     p_zero[1, 2] = 0.0
     assert net.loss_and_grad(p_zero, x, target)[0] == loss
