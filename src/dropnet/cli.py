@@ -89,7 +89,7 @@ def pairing_warning(summary: dict) -> str | None:
 @click.option("--start", "start_file", type=click.Path(path_type=Path), default=None,
               help="Start from this answer (the -o file, --json output or answer.json of an "
                    "earlier run, or a JSON list of 2n+1 pieces), e.g. to resume a search.")
-@click.option("--relax-after", type=click.FloatRange(min=0), default=0.15, show_default=True,
+@click.option("--relax-after", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Once the seeds' descents are done and this share of the budget has "
                    "passed uncertified, reorder the best answer by a continuous (Sinkhorn) "
                    "relaxation fitted to the data, with up to 2/3 of the budget left "
