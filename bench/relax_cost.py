@@ -39,7 +39,8 @@ def measure(folder: Path, start_seconds: float) -> list[dict]:
     def timed(self, p, x, target):
         t = time.perf_counter()
         out = real(self, p, x, target)
-        steps.append((len(x), float(np.mean(p >= relax.active_threshold(len(p)))), time.perf_counter() - t))
+        active = float(np.mean(p >= relax.active_threshold(len(p))))
+        steps.append((len(x), active, time.perf_counter() - t))
         return out
 
     relax.SoftNetwork.loss_and_grad = timed

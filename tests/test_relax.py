@@ -129,6 +129,17 @@ def test_soft_network_at_a_permutation_is_the_hard_network(seed, n):
     assert loss == pytest.approx(np.mean((out - target) ** 2), rel=1e-10, abs=1e-14)
 
 
+@pytest.mark.parametrize("n", [3, 48, 128])
+def test_uniform_weights_keep_every_block_active(n):
+    """Uniform logits (a fresh relaxation) must not skip anything, however many blocks: a
+    flat threshold of 0.01 would skip every block of a 128-block network."""
+    _, w, x, target = _setup(1, n=n, m=8, d=4, h=4)
+    net = relax.SoftNetwork(w, np.arange(n), np.arange(n), np.float64)
+    net.w_out_t *= 0.01  # keep a deep random stack finite
+    _, grad = net.loss_and_grad(np.full((n, n), 1.0 / n), x, target)
+    assert relax.active_threshold(n) <= relax.ACTIVE and np.all(grad != 0.0)
+
+
 def test_blocks_weighted_below_active_are_skipped():
     _, w, x, target = _setup(3, n=4)
     net = relax.SoftNetwork(w, np.arange(4), np.arange(4), np.float64)

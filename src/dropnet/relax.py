@@ -13,9 +13,10 @@ each later round starts from the previous round's order with a narrower band (RO
 
 The mixture is linear in P, so a position's forward pass is two matrix products over all
 blocks at once: the stacked input layers (n h, d) and output layers (n h, d). Blocks whose
-weight at a position is below ``active_threshold(n)`` are skipped there (their gradient through Sinkhorn is
-proportional to that weight). Gradients are written out by hand (no autograd); the tests
-check them against finite differences and, where torch is installed, against autograd.
+weight at a position is below ``active_threshold(n)`` are skipped there (their gradient
+through Sinkhorn is proportional to that weight). Gradients are written out by hand (no
+autograd); the tests check them against finite differences and, where torch is installed,
+against autograd.
 
 Cost: about 8 b d h n^2 flops per step for b rows with every block active (the forward and
 backward passes, two matrix products each per position), against 4 b d h n for one hard
