@@ -66,17 +66,28 @@ def search_from(climber, seq_in, seq_out, hoods, kicks=0, seed=0):
 @pytest.mark.slow
 @pytest.mark.parametrize("cycle", [[3, 11], [3, 11, 19]])
 def test_crossed_pairs_are_repaired(corpus, cycle):
-    stack, seq_in, seq_out, data = true_blocks(corpus_24(corpus))
+    """Two or three pairs crossed before the search starts, the pairing otherwise clean:
+    the descent in the solver's order for a clean pairing (pairing repair first, then the
+    order moves) undoes them, and so does the solver from the crossed answer as a start.
+    Order moves tried first bend the order around the wrong pairs: on the corpus's 24-block
+    network as trained here with numpy 2.4, adjacent swaps first left the 3-cycle at MSE
+    0.022 with five pairs wrong, through 400 kicks from each of four seeds."""
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    folder = corpus_24(corpus)
+    stack, seq_in, seq_out, data = true_blocks(folder)
     crossed = seq_out.copy()
     crossed[cycle] = seq_out[np.roll(cycle, 1)]  # pairs crossed before the search starts
     climber = Climber(stack.weights, data.x[:512], data.target[:512])
-    hoods = [adjacent_swaps, local_moves(4), output_exchanges()]
-    plain = descend(climber, climber.start(seq_in, crossed), hoods[:1])
+    plain = descend(climber, climber.start(seq_in, crossed), [adjacent_swaps])
     assert plain.sse / climber.rows > 1e-3  # adjacent swaps alone cannot mend pairs
-    # kicks stop at the answer; how many it takes depends on the path (with the first-order
-    # ranking on 64 rows the 3-cycle took more than 40 from kick seed 0, fewer from seeds 1-3)
+    hoods = [output_exchanges(), adjacent_swaps, local_moves(4)]
     state = search_from(climber, seq_in, crossed, hoods, kicks=120)
     assert np.array_equal(state.seq_out, seq_out) and np.array_equal(state.seq_in, seq_in)
+    start = tuple(stack.permutation(seq_in, crossed))
+    result = solve_loaded(load_pieces(folder / "pieces"), data,
+                          SearchOptions(start=start, time_limit=60.0))
+    assert result.certified and result.permutation == stack.permutation(seq_in, seq_out)
 
 
 @pytest.mark.slow
@@ -95,7 +106,10 @@ def test_rotated_triples_are_undone(corpus):
 def test_a_start_is_searched_from_and_never_ends_worse(corpus, shift):
     """``start``: an answer with its blocks rotated (one block moved from the front to
     position ``shift``, the others moved up) and two pairs crossed is the first thing
-    descended from; the answer's MSE is at most the start's, and here it is the truth."""
+    descended from; the answer's MSE is at most the start's, and here it is the truth
+    (reached from the start itself, or from a seed when the start's descent stalls: with
+    numpy 2.4's training of the corpus, shift 5 stalled at MSE 0.0017 and the best seed,
+    with the ratio's pairs, was certified)."""
     from dropnet.solve import solve
 
     folder = corpus_24(corpus)
@@ -106,9 +120,12 @@ def test_a_start_is_searched_from_and_never_ends_worse(corpus, shift):
     start = stack.permutation(seq_in[order], wrong_out)
     start_mse, _ = certify.check(stack.weights, data.x, seq_in[order], wrong_out, data.target,
                                  certify.tolerance(data.target, len(seq_in)))
-    result = solve(folder, start=tuple(start), time_limit=60)
+    said = []
+    result = solve(folder, start=tuple(start), time_limit=60, progress=said.append)
     assert result.mse <= start_mse
-    assert result.certified and result.seed.startswith("start"), (result.seed, result.mse)
+    descents = [line.split(":")[0] for line in said if line.startswith("seed ")]
+    assert descents[0] == "seed start", said  # descended from first
+    assert result.certified, (result.seed, result.mse)
     truth = json.loads((folder / "answer.json").read_text())["permutation"]
     assert result.permutation == truth
 
@@ -283,6 +300,9 @@ def test_weak_signal_network_is_paired_by_the_data(families, index):
     assert result.pairing["data_read"]
 
 
+EVALS = 8_000_000  # a budget of block evaluations, not of time: these runs repeat exactly
+
+
 @pytest.fixture(scope="session")
 def stop18(request, tmp_path_factory):
     cache = getattr(request.config, "cache", None)
@@ -295,7 +315,9 @@ def test_a_right_pairing_from_the_data_is_searched_with_its_pairs_kept(stop18):
     """A 32-block Adam network (d = 16, 500 rows) with two weak pairs: the ratio's pairing
     is ambiguous and gets 30 of 32, the joint one (data and signed ratio) all 32. Searched
     with output exchanges from the start, the answer ended at MSE 0.0023 after 60 s with
-    two pairs exchanged to fit a wrong order; the best seed's pairs are now kept first."""
+    two pairs exchanged to fit a wrong order; the best seed's pairs are now kept first.
+    (As trained with numba 0.68.1 the kept walk stalls at 0.004 and the relaxation's repeats
+    finish it: 3.1 million block evaluations, 108 s with a time limit of 150 s.)"""
     from dropnet.pairing import pair_with_data
     from dropnet.solve import solve
 
@@ -305,7 +327,7 @@ def test_a_right_pairing_from_the_data_is_searched_with_its_pairs_kept(stop18):
     found = {name: set(zip(i.tolist(), o.tolist()))
              for name, i, o in pair_with_data(stack, data.x, data.pred).candidates()}
     assert found["ratio"] != truth_pairs and found["joint"] == truth_pairs
-    result = solve(folder, time_limit=60)
+    result = solve(folder, time_limit=np.inf, max_evals=EVALS)
     assert result.certified, result.mse
     assert result.permutation == json.loads((folder / "answer.json").read_text())["permutation"]
 
@@ -328,11 +350,12 @@ def test_a_weak_pairing_is_fitted_by_the_relaxation(stop18):
     """32 blocks trained on 256 rows: the ratio pairs 9 of 32, the data 12, the joint score
     14, and the search with exchanges alone ended at MSE 0.044 after 60 s. The relaxation
     fits the pairing with the order (all 32 pairs on this network) and the answer is
-    certified (51 s here)."""
+    certified (51 s at stop 18; as trained with numba 0.68.1, 2.9 million block evaluations
+    and five relaxations, 101 s with a time limit of 300 s but not within 150 s)."""
     from dropnet.solve import solve
 
     folder = stop18[2]
-    result = solve(folder, time_limit=150)
+    result = solve(folder, time_limit=np.inf, max_evals=EVALS)
     assert result.certified, result.mse
     assert result.permutation == json.loads((folder / "answer.json").read_text())["permutation"]
     assert result.search["relax"][0]["pairs_changed"] > 0
