@@ -70,8 +70,9 @@ def test_crossed_pairs_are_repaired(corpus, cycle):
     the descent in the solver's order for a clean pairing (pairing repair first, then the
     order moves) undoes them, and so does the solver from the crossed answer as a start.
     Order moves tried first bend the order around the wrong pairs: on the corpus's 24-block
-    network as trained here with numpy 2.4, adjacent swaps first left the 3-cycle at MSE
-    0.022 with five pairs wrong, through 400 kicks from each of four seeds."""
+    network as trained in the install of stop 20 (numba 0.68.1, numpy 2.4.6), adjacent
+    swaps first left the 3-cycle at MSE 0.022 with five pairs wrong, through 400 kicks from
+    each of four seeds."""
     from dropnet.solve import SearchOptions, solve_loaded
 
     folder = corpus_24(corpus)
@@ -107,9 +108,9 @@ def test_a_start_is_searched_from_and_never_ends_worse(corpus, shift):
     """``start``: an answer with its blocks rotated (one block moved from the front to
     position ``shift``, the others moved up) and two pairs crossed is the first thing
     descended from; the answer's MSE is at most the start's, and here it is the truth
-    (reached from the start itself, or from a seed when the start's descent stalls: with
-    numpy 2.4's training of the corpus, shift 5 stalled at MSE 0.0017 and the best seed,
-    with the ratio's pairs, was certified)."""
+    (reached from the start itself, or from a seed when the start's descent stalls: as the
+    corpus is trained in the install of stop 20, shift 5 stalled at MSE 0.0017 and the best
+    seed, with the ratio's pairs, was certified)."""
     from dropnet.solve import solve
 
     folder = corpus_24(corpus)
@@ -316,8 +317,9 @@ def test_a_right_pairing_from_the_data_is_searched_with_its_pairs_kept(stop18):
     is ambiguous and gets 30 of 32, the joint one (data and signed ratio) all 32. Searched
     with output exchanges from the start, the answer ended at MSE 0.0023 after 60 s with
     two pairs exchanged to fit a wrong order; the best seed's pairs are now kept first.
-    (As trained with numba 0.68.1 the kept walk stalls at 0.004 and the relaxation's repeats
-    finish it: 3.1 million block evaluations, 108 s with a time limit of 150 s.)"""
+    (As trained in the install of stop 20 the kept walk stalls at 0.004 and the relaxation's
+    repeats finish it: certified within 3.1 million block evaluations, 69 s here; 108 s
+    under a time limit of 150 s, which 60 s no longer covered.)"""
     from dropnet.pairing import pair_with_data
     from dropnet.solve import solve
 
@@ -349,9 +351,10 @@ def test_32_block_square_network_is_oriented_and_certified(stop18):
 def test_a_weak_pairing_is_fitted_by_the_relaxation(stop18):
     """32 blocks trained on 256 rows: the ratio pairs 9 of 32, the data 12, the joint score
     14, and the search with exchanges alone ended at MSE 0.044 after 60 s. The relaxation
-    fits the pairing with the order (all 32 pairs on this network) and the answer is
-    certified (51 s at stop 18; as trained with numba 0.68.1, 2.9 million block evaluations
-    and five relaxations, 101 s with a time limit of 300 s but not within 150 s)."""
+    fits the pairing with the order (all 32 pairs of this network at stop 18) and the answer
+    is certified (51 s at stop 18; as trained in the install of stop 20, within 2.9 million
+    block evaluations and five relaxations, 81 s here; 101 s under a time limit of 300 s,
+    and not within 150 s)."""
     from dropnet.solve import solve
 
     folder = stop18[2]
