@@ -73,7 +73,7 @@ def test_crossed_pairs_are_repaired(corpus, cycle):
     network as trained in the install of stop 20 (numba 0.68.1, numpy 2.4.6), adjacent
     swaps first left the 3-cycle at MSE 0.022 with five pairs wrong, through 400 kicks from
     each of four seeds."""
-    from dropnet.solve import SearchOptions, solve_loaded
+    from dropnet.solve import SearchOptions, _neighbourhoods, solve_loaded
 
     folder = corpus_24(corpus)
     stack, seq_in, seq_out, data = true_blocks(folder)
@@ -82,7 +82,7 @@ def test_crossed_pairs_are_repaired(corpus, cycle):
     climber = Climber(stack.weights, data.x[:512], data.target[:512])
     plain = descend(climber, climber.start(seq_in, crossed), [adjacent_swaps])
     assert plain.sse / climber.rows > 1e-3  # adjacent swaps alone cannot mend pairs
-    hoods = [output_exchanges(), adjacent_swaps, local_moves(4)]
+    hoods = _neighbourhoods(output_exchanges(), len(seq_in), False, clean=True)
     state = search_from(climber, seq_in, crossed, hoods, kicks=120)
     assert np.array_equal(state.seq_out, seq_out) and np.array_equal(state.seq_in, seq_in)
     start = tuple(stack.permutation(seq_in, crossed))
