@@ -394,3 +394,104 @@ def test_relax_pairs_uncrosses_two_output_layers():
         plan=(relax.Round(1.0, 200, 64, 0.5),), rounds=1)
     assert np.array_equal(order, np.arange(5))
     assert np.array_equal(blk_out[outputs], np.arange(5)) and mse < 1e-10
+
+
+def _naive_held(w, x, target, order, factor):
+    """held_prefix written out: the first position whose block, taken out, does not
+    multiply the MSE by ``factor`` (reference kernels)."""
+    ref = backend("reference")
+    base = np.mean((ref.network_output(x, w, order, order) - target) ** 2)
+    for p in range(len(order) if base > 0 else 0):
+        rest = np.delete(order, p)
+        if np.mean((ref.network_output(x, w, rest, rest) - target) ** 2) < factor * base:
+            return p
+    return len(order)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 7), st.sampled_from([1.0, 2.0, 5.0]))
+def test_held_prefix_matches_a_naive_count(seed, n, factor):
+    rng, w, x, target = _setup(seed, n=n)
+    right = rng.integers(0, n + 1)  # the target's first blocks in place, the rest shuffled
+    order = np.concatenate([np.arange(right), right + rng.permutation(n - right)])
+    held, block_rows = relax.held_prefix(w, x, target, order, order, factor)
+    assert held == _naive_held(w, x, target, order, factor)
+    assert 0 <= held <= n and block_rows >= len(x) * n
+
+
+def test_held_prefix_holds_every_block_of_the_answer():
+    _, w, x, target = _setup(4, n=6)
+    assert relax.held_prefix(w, x, target, np.arange(6), np.arange(6))[0] == 6
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 7), st.integers(0, 3))
+def test_relax_suffix_keeps_the_held_blocks_and_reports_its_order(seed, n, held):
+    held = min(held, n - 2)
+    rng, w, x, target = _setup(seed, n=n)
+    start = rng.permutation(n)
+    plan = relax.Round(None, 12, 16, 0.5)
+    order, mse = relax.relax_suffix(w, start, start, x, target, held, rounds=1, plan=(plan,),
+                                    random_seed=seed)
+    assert sorted(order) == list(range(n)) and np.array_equal(order[:held], np.arange(held))
+    found = start[order]
+    out = backend("reference").network_output(x, w, found, found)
+    assert mse == pytest.approx(np.mean((out - target) ** 2), rel=1e-4, abs=1e-9)
+
+
+def test_relax_suffix_orders_the_blocks_after_a_right_prefix():
+    """Twelve planted blocks, the first four right and the last eight shuffled: holding the
+    four and relaxing the rest from uniform logits puts them within a climb of the answer,
+    which certifies it."""
+    from dropnet import certify
+    from dropnet.generate import planted
+    from dropnet.roles import assign_roles
+    from dropnet.search import Climber
+    from dropnet.verify import sequences
+
+    pieces, data, permutation = planted(12, 512, width=16, hidden=32, seed=3, profile="shuffled")
+    stack = assign_roles(pieces)
+    seq_in, seq_out = sequences(stack, list(permutation))
+    shuffle = np.concatenate([np.arange(4), 4 + np.random.default_rng(1).permutation(8)])
+    order, mse = relax.relax_suffix(stack.weights, seq_in[shuffle], seq_out[shuffle], data.x,
+                                    data.target, 4)
+    assert np.array_equal(order[:4], np.arange(4))
+    climber = Climber(stack.weights, data.x, data.target, dtype=np.float64)
+    seq_in, seq_out = seq_in[shuffle][order], seq_out[shuffle][order]
+    state = climber.climb(climber.start(seq_in, seq_out))
+    assert state.sse / len(data.x) <= certify.tolerance(data.target, 12) < mse
+
+
+def test_solve_repeats_the_relaxation_on_the_blocks_after_the_held_prefix(monkeypatch):
+    """Every other repeated relaxation (pairs as they are: the second, fourth, ...) asks
+    held_prefix about the best answer so far and relaxes only the blocks after the ones it
+    holds (here 3 of 10: 7 relaxed); the others relax all 10."""
+    solve = importlib.import_module("dropnet.solve")
+    from dropnet import certify
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    monkeypatch.setattr(solve, "RELAX_MIN", 0.0)
+    monkeypatch.setattr(solve, "RELAX_WALK", 0.2)
+    pieces, noisy, _ = _noisy_planted()
+    calls, asked, real_relax, real_held = [], [], relax.relax, relax.held_prefix
+
+    def spy(weights, blk_in, blk_out, *args, **kwargs):
+        calls.append(len(blk_in))
+        return real_relax(weights, blk_in, blk_out, *args, **kwargs)
+
+    def held(weights, x, target, seq_in, seq_out, *args, **kwargs):
+        asked.append(certify.mse(certify.model_output(weights, x, seq_in, seq_out), target))
+        return 3, real_held(weights, x, target, seq_in, seq_out, *args, **kwargs)[1]
+
+    monkeypatch.setattr(relax, "relax", spy)
+    monkeypatch.setattr(relax, "held_prefix", held)
+    said = []
+    result = solve_loaded(pieces, noisy, SearchOptions(time_limit=6.0, relax_after=0.1),
+                          progress=said.append)
+    starts = [float(line.split()[3].rstrip(":")) for line in said
+              if line.startswith("uncertified at MSE")]
+    runs = result.search["relax"]
+    assert len(calls) >= 3 and calls == [10 if k % 2 == 0 else 7 for k in range(len(calls))]
+    assert [r["held"] for r in runs] == [0 if k % 2 == 0 else 3 for k in range(len(runs))]
+    assert len(asked) == len(calls) // 2 and said.count("holding the first 3 blocks") == len(asked)
+    np.testing.assert_allclose(asked, starts[1::2], rtol=5e-3)  # the best answer so far

@@ -40,6 +40,7 @@ RELAX_AFTER = 0.05  # share of the budget the walkers get before the relaxation 
 RELAX_SHARE = 2 / 3  # share of the budget then left that the relaxation may take
 NO_EVAL_LIMIT = 10**9  # max_evals by default: no limit
 RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
+SUFFIX_MIN = 4  # a repeat holds a prefix (relax_suffix) only when this many blocks are left
 RELAX_WALK = 1.0  # after a relaxation the walkers get this many times its time, then it runs again
 Progress = Callable[[str], None]
 
@@ -430,10 +431,16 @@ class _Run:
         None. A repeat is not started when its budget is under RELAX_MIN times what the last
         run took (its setup alone would eat into the walkers' end). While pairs read from
         the data are in play the pairing is fitted too (:func:`dropnet.relax.relax_pairs`);
+        otherwise every other repeat (the first, third, ...) holds the leading blocks
+        :meth:`_held` holds and relaxes the rest from uniform logits
+        (:func:`dropnet.relax.relax_suffix`), and falls back to the narrower rounds when
+        none is held or that does not fit (from the stuck answers of four 48-block SGD
+        networks, one repeat each within 120 s: each kind certified three, not the same
+        three);
         ``fresh``: the order starts from uniform logits, not from the best answer's (a
         32-block network with a weak pairing, from a seed at rank correlation -0.54: 23 of
         32 pairs and an order at 0.0; from uniform logits: 32 of 32 and 0.71-0.74)."""
-        from .relax import CHECK_ROWS, ROUNDS, relax, relax_pairs  # scipy: when needed
+        from .relax import CHECK_ROWS, ROUNDS, relax, relax_pairs, relax_suffix  # scipy
 
         self.pause, used = np.inf, self.used()
         t, rows = time.perf_counter(), min(self.options.rows, self.data.rows)
@@ -455,11 +462,21 @@ class _Run:
                       plan=ROUNDS if not self.log.relax else ROUNDS[1:],
                       kernels=self.options.kernels, stats=stats, min_share=RELAX_MIN, **sized)
         outputs = np.arange(n)
-        if self.exchanges is None:  # the pairs as they are
+        suffix = self.exchanges is None and len(self.log.relax) % 2 == 1  # every other repeat
+        order, held = None, self._held() if suffix else 0
+        if held:  # the leading blocks held, the rest relaxed from uniform logits
+            self.say(f"holding the first {held} blocks")
+            order, mse = relax_suffix(self.stack.weights, seq_in, seq_out, self.data.x,
+                                      self.data.target, held, **{**common, "plan": ROUNDS})
+            if order is None and stats.get("share", 1.0) < RELAX_MIN:  # the narrower instead
+                self.say(f"no room to relax the last {n - held} blocks from uniform logits")
+                held = 0
+        if self.exchanges is None and not held:  # the pairs as they are
             order, mse = relax(self.stack.weights, seq_in, seq_out, self.data.x,
                                self.data.target, np.arange(n), **common)
-        else:  # pairs read from the data: fitted with the order (the data's and the ratio's
-            # evidence, and the pairs as they are, as the pairing's starting logits)
+        elif self.exchanges is not None:  # pairs read from the data: fitted with the order
+            # (the data's and the ratio's evidence, and the pairs as they are, as the
+            # pairing's starting logits)
             logits = self.pairing.joint[np.ix_(seq_in, seq_out)] + PAIR_CURRENT * np.eye(n)
             if self.pairing.frozen is not None:  # known pairs stay
                 known = np.flatnonzero(self.pairing.frozen[seq_in])
@@ -475,7 +492,8 @@ class _Run:
                                "mse": mse if order is not None else None,  # JSON has no inf
                                "steps": stats.get("steps", []), "share": stats.get("share"),
                                "pairs_changed": int(np.sum(outputs != np.arange(n)))
-                               if order is not None else 0})
+                               if order is not None else 0,
+                               "held": held})
         if stats.get("share", 1.0) < RELAX_MIN:
             self.say(f"relaxation skipped: {stats['share']:.0%} of its schedule fits in "
                      f"{self._budget_words(share)}" + (
@@ -486,6 +504,19 @@ class _Run:
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
                  f"in {seconds:.0f} s")
         return seq_in[order], seq_out[outputs][order]
+
+    def _held(self) -> int:
+        """The leading blocks of the best answer a repeated relaxation holds
+        (:func:`dropnet.relax.held_prefix` on up to CHECK_ROWS rows), 0 when fewer than
+        SUFFIX_MIN would be left to relax; its work is counted as block evaluations."""
+        from .relax import CHECK_ROWS, held_prefix
+
+        m = min(CHECK_ROWS, self.data.rows)
+        held, block_rows = held_prefix(self.stack.weights, self.data.x[:m], self.data.target[:m],
+                                       self.best.seq_in, self.best.seq_out,
+                                       kernels=self.options.kernels)
+        self.log.block_evals += block_rows // min(self.options.rows, self.data.rows)
+        return held if len(self.best.seq_in) - held >= SUFFIX_MIN else 0
 
     def _budget_words(self, share: float) -> str:
         """A share of the budget, in its unit: '12 s' or '3400000 block evaluations'."""
