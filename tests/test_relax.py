@@ -178,25 +178,37 @@ def test_relax_reports_nothing_when_the_deadline_has_passed():
     assert relax.relax(w, np.arange(5), np.arange(5), x, target, deadline=0.0) == (None, np.inf)
 
 
+def _planted_blocks(blocks: int, seed: int):
+    """(stack, data, seq_in, seq_out): a shuffled planted network and its answer's blocks."""
+    from dropnet.generate import planted
+    from dropnet.roles import assign_roles
+    from dropnet.verify import sequences
+
+    pieces, data, permutation = planted(blocks, 512, width=16, hidden=32, seed=seed,
+                                        profile="shuffled")
+    stack = assign_roles(pieces)
+    return (stack, data, *sequences(stack, list(permutation)))
+
+
+def _climbed_mse(stack, data, seq_in: np.ndarray, seq_out: np.ndarray) -> tuple[float, float]:
+    """(MSE after a climb from the blocks (seq_in, seq_out) on all rows, the tolerance)."""
+    from dropnet import certify
+    from dropnet.search import Climber
+
+    climber = Climber(stack.weights, data.x, data.target, dtype=np.float64)
+    state = climber.climb(climber.start(seq_in, seq_out))
+    return state.sse / len(data.x), certify.tolerance(data.target, len(seq_in))
+
+
 def test_relax_orders_a_shuffled_network_from_uniform_logits():
     """Eight blocks in random order, no start: the relaxation puts them within adjacent
     swaps of the answer (here one), which a climb then certifies."""
-    from dropnet import certify
-    from dropnet.generate import planted
-    from dropnet.roles import assign_roles
-    from dropnet.search import Climber
-    from dropnet.verify import sequences
-
-    pieces, data, permutation = planted(8, 512, width=16, hidden=32, seed=1, profile="shuffled")
-    stack = assign_roles(pieces)
-    seq_in, seq_out = sequences(stack, list(permutation))
+    stack, data, seq_in, seq_out = _planted_blocks(8, seed=1)
     shuffle = np.random.default_rng(0).permutation(8)
     order, mse = relax.relax(stack.weights, seq_in[shuffle], seq_out[shuffle], data.x,
                              data.target, None, rounds=2)
-    climber = Climber(stack.weights, data.x, data.target, dtype=np.float64)
-    seq_in, seq_out = seq_in[shuffle][order], seq_out[shuffle][order]
-    state = climber.climb(climber.start(seq_in, seq_out))
-    assert state.sse / len(data.x) <= certify.tolerance(data.target, 8) < mse
+    climbed, tol = _climbed_mse(stack, data, seq_in[shuffle][order], seq_out[shuffle][order])
+    assert climbed <= tol < mse
 
 
 def _noisy_planted():
@@ -443,23 +455,13 @@ def test_relax_suffix_orders_the_blocks_after_a_right_prefix():
     """Twelve planted blocks, the first four right and the last eight shuffled: holding the
     four and relaxing the rest from uniform logits puts them within a climb of the answer,
     which certifies it."""
-    from dropnet import certify
-    from dropnet.generate import planted
-    from dropnet.roles import assign_roles
-    from dropnet.search import Climber
-    from dropnet.verify import sequences
-
-    pieces, data, permutation = planted(12, 512, width=16, hidden=32, seed=3, profile="shuffled")
-    stack = assign_roles(pieces)
-    seq_in, seq_out = sequences(stack, list(permutation))
+    stack, data, seq_in, seq_out = _planted_blocks(12, seed=3)
     shuffle = np.concatenate([np.arange(4), 4 + np.random.default_rng(1).permutation(8)])
     order, mse = relax.relax_suffix(stack.weights, seq_in[shuffle], seq_out[shuffle], data.x,
                                     data.target, 4)
     assert np.array_equal(order[:4], np.arange(4))
-    climber = Climber(stack.weights, data.x, data.target, dtype=np.float64)
-    seq_in, seq_out = seq_in[shuffle][order], seq_out[shuffle][order]
-    state = climber.climb(climber.start(seq_in, seq_out))
-    assert state.sse / len(data.x) <= certify.tolerance(data.target, 12) < mse
+    climbed, tol = _climbed_mse(stack, data, seq_in[shuffle][order], seq_out[shuffle][order])
+    assert climbed <= tol < mse
 
 
 def test_solve_repeats_the_relaxation_on_the_blocks_after_the_held_prefix(monkeypatch):

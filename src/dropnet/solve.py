@@ -440,7 +440,7 @@ class _Run:
         ``fresh``: the order starts from uniform logits, not from the best answer's (a
         32-block network with a weak pairing, from a seed at rank correlation -0.54: 23 of
         32 pairs and an order at 0.0; from uniform logits: 32 of 32 and 0.71-0.74)."""
-        from .relax import CHECK_ROWS, ROUNDS, relax, relax_pairs, relax_suffix  # scipy
+        from .relax import CHECK_ROWS, ROUNDS  # scipy: when needed
 
         self.pause, used = np.inf, self.used()
         t, rows = time.perf_counter(), min(self.options.rows, self.data.rows)
@@ -461,30 +461,7 @@ class _Run:
         common = dict(random_seed=self.options.random_seed + len(self.log.relax),
                       plan=ROUNDS if not self.log.relax else ROUNDS[1:],
                       kernels=self.options.kernels, stats=stats, min_share=RELAX_MIN, **sized)
-        outputs = np.arange(n)
-        suffix = self.exchanges is None and len(self.log.relax) % 2 == 1  # every other repeat
-        order, held = None, self._held() if suffix else 0
-        if held:  # the leading blocks held, the rest relaxed from uniform logits
-            self.say(f"holding the first {held} blocks")
-            order, mse = relax_suffix(self.stack.weights, seq_in, seq_out, self.data.x,
-                                      self.data.target, held, **{**common, "plan": ROUNDS})
-            if order is None and stats.get("share", 1.0) < RELAX_MIN:  # the narrower instead
-                self.say(f"no room to relax the last {n - held} blocks from uniform logits")
-                held = 0
-        if self.exchanges is None and not held:  # the pairs as they are
-            order, mse = relax(self.stack.weights, seq_in, seq_out, self.data.x,
-                               self.data.target, np.arange(n), **common)
-        elif self.exchanges is not None:  # pairs read from the data: fitted with the order
-            # (the data's and the ratio's evidence, and the pairs as they are, as the
-            # pairing's starting logits)
-            logits = self.pairing.joint[np.ix_(seq_in, seq_out)] + PAIR_CURRENT * np.eye(n)
-            if self.pairing.frozen is not None:  # known pairs stay
-                known = np.flatnonzero(self.pairing.frozen[seq_in])
-                logits[known, :], logits[:, known] = -1e3, -1e3
-                logits[known, known] = 1e3
-            order, outputs, mse = relax_pairs(self.stack.weights, seq_in, seq_out, self.data.x,
-                                              self.data.target, logits,
-                                              None if fresh else np.arange(n), **common)
+        order, outputs, mse, held = self._relaxed(seq_in, seq_out, common, fresh)
         # counted as block evaluations on the search rows, as the local search counts them
         self.log.block_evals += stats.get("block_rows", 0) // rows
         seconds = time.perf_counter() - t
@@ -504,6 +481,39 @@ class _Run:
         self.say(f"relaxation: MSE {mse:.3g} on {min(CHECK_ROWS, self.data.rows)} rows "
                  f"in {seconds:.0f} s")
         return seq_in[order], seq_out[outputs][order]
+
+    def _relaxed(self, seq_in: np.ndarray, seq_out: np.ndarray, common: dict, fresh: bool
+                 ) -> tuple[np.ndarray | None, np.ndarray, float, int]:
+        """The relaxation :meth:`relax` runs on the answer (seq_in, seq_out) (n,), with the
+        options ``common`` (its ``stats`` dict among them): (order (n,) of its positions or None,
+        outputs (n,): block k's output layer is seq_out[outputs[k]], MSE, leading blocks
+        held)."""
+        from .relax import ROUNDS, relax, relax_pairs, relax_suffix
+
+        n = len(seq_in)
+        if self.exchanges is not None:  # pairs read from the data: fitted with the order
+            # (the data's and the ratio's evidence, and the pairs as they are, as the
+            # pairing's starting logits)
+            logits = self.pairing.joint[np.ix_(seq_in, seq_out)] + PAIR_CURRENT * np.eye(n)
+            if self.pairing.frozen is not None:  # known pairs stay
+                known = np.flatnonzero(self.pairing.frozen[seq_in])
+                logits[known, :], logits[:, known] = -1e3, -1e3
+                logits[known, known] = 1e3
+            order, outputs, mse = relax_pairs(self.stack.weights, seq_in, seq_out, self.data.x,
+                                              self.data.target, logits,
+                                              None if fresh else np.arange(n), **common)
+            return order, outputs, mse, 0
+        held = self._held() if len(self.log.relax) % 2 == 1 else 0  # every other repeat
+        if held:  # the leading blocks held, the rest relaxed from uniform logits
+            self.say(f"holding the first {held} blocks")
+            order, mse = relax_suffix(self.stack.weights, seq_in, seq_out, self.data.x,
+                                      self.data.target, held, **{**common, "plan": ROUNDS})
+            if order is not None or common["stats"].get("share", 1.0) >= RELAX_MIN:
+                return order, np.arange(n), mse, held
+            self.say(f"no room to relax the last {n - held} blocks from uniform logits")
+        order, mse = relax(self.stack.weights, seq_in, seq_out, self.data.x,  # the pairs as
+                           self.data.target, np.arange(n), **common)  # they are, all blocks
+        return order, np.arange(n), mse, 0
 
     def _held(self) -> int:
         """The leading blocks of the best answer a repeated relaxation holds
