@@ -137,6 +137,22 @@ def test_adjoint_and_first_order(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_soft_loss_and_grad(shape, dtype):
+    from test_kernels import soft_problem
+
+    n, m, d, h = shape
+    w, blk_in, blk_out, p, x, target = soft_problem(np.random.default_rng(5), n, m, d, h, dtype)
+    for floor in (0.0, 0.05):
+        loss, grad = cu.soft_loss_and_grad(x, target, w, blk_in, blk_out, p, floor)
+        want_loss, want_grad = ref.soft_loss_and_grad(x.astype(np.float64), target,
+                                                      w.astype(np.float64), blk_in, blk_out, p, floor)
+        assert grad.dtype == np.float64 and grad.shape == (n, n)
+        close(loss, want_loss, dtype)
+        close(grad, want_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kept", [True, False], ids=["kept", "foreign"])
 def test_refresh_prefix_updates_host_in_place(dtype, kept):
     rng, w, x, target, seq_in, seq_out = problem((4, 21, 6, 5), dtype, seed=4)

@@ -169,3 +169,46 @@ def test_adjoint_gradient_matches_finite_differences():
             bumped[p, 0, a] -= 2e-6
             minus = ref.evaluate_candidates(bumped, w, np.array([p]), seq[None], seq[None], target)[0]
             assert grads[p, 0, a] == pytest.approx((plus - minus) / 2e-6, rel=1e-5, abs=1e-7)
+
+
+def soft_problem(rng, n, m, d, h, dtype=np.float64):
+    """Weights of N = n + 2 layers, n blocks paired at random, p (n, n) doubly stochastic-ish
+    with some entries small enough to be skipped at floor 0.05."""
+    w = random_weights(rng, n + 2, d, h, dtype)
+    blk_in, blk_out = rng.permutation(n + 2)[:n], rng.permutation(n + 2)[:n]
+    p = rng.dirichlet(np.full(n, 0.5), size=n)
+    x = rng.standard_normal((m, d)).astype(dtype)
+    return w, blk_in, blk_out, p, x, rng.standard_normal(m)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), floor=st.sampled_from([0.0, 0.05, 2.0]))
+def test_soft_loss_and_grad_matches_reference(dtype, shape, seed, floor):
+    n, m, d, h = shape
+    w, blk_in, blk_out, p, x, target = soft_problem(np.random.default_rng(seed), n, m, d, h, dtype)
+    loss, grad = cpu.soft_loss_and_grad(x, target, w, blk_in, blk_out, p, floor)
+    want_loss, want_grad = ref.soft_loss_and_grad(x.astype(np.float64), target, w.astype(np.float64),
+                                                  blk_in, blk_out, p, floor)
+    assert grad.dtype == np.float64 and grad.shape == (n, n)
+    close(loss, want_loss, dtype)
+    close(grad, want_grad, dtype)
+    assert np.all(grad[p < floor] == 0)  # skipped entries get no gradient
+
+
+def test_soft_loss_and_grad_matches_finite_differences_and_hard_network():
+    rng = np.random.default_rng(7)
+    w, blk_in, blk_out, p, x, target = soft_problem(rng, 4, 11, 5, 6)
+    _, grad = ref.soft_loss_and_grad(x, target, w, blk_in, blk_out, p, 0.0)
+    for q, k in [(0, 0), (1, 3), (3, 2)]:
+        bumped = p.copy()
+        bumped[q, k] += 1e-6
+        plus = ref.soft_loss_and_grad(x, target, w, blk_in, blk_out, bumped, 0.0)[0]
+        bumped[q, k] -= 2e-6
+        minus = ref.soft_loss_and_grad(x, target, w, blk_in, blk_out, bumped, 0.0)[0]
+        assert grad[q, k] == pytest.approx((plus - minus) / 2e-6, rel=1e-5, abs=1e-8)
+    order = rng.permutation(4)  # a permutation matrix: the soft network is the hard one
+    hard = np.eye(4)[order]
+    got = cpu.soft_loss_and_grad(x, target, w, blk_in, blk_out, hard, 0.5)[0]
+    out = ref.network_output(x, w, blk_in[order], blk_out[order])
+    assert got == pytest.approx(np.mean((out - target) ** 2), rel=1e-10)

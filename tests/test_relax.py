@@ -134,8 +134,8 @@ def test_uniform_weights_keep_every_block_active(n):
     """Uniform logits (a fresh relaxation) must not skip anything, however many blocks: a
     flat threshold of 0.01 would skip every block of a 128-block network."""
     _, w, x, target = _setup(1, n=n, m=8, d=4, h=4)
+    w = w._replace(w_out=w.w_out * 0.01)  # keep a deep random stack finite
     net = relax.SoftNetwork(w, np.arange(n), np.arange(n), np.float64)
-    net.w_out_t *= 0.01  # keep a deep random stack finite
     _, grad = net.loss_and_grad(np.full((n, n), 1.0 / n), x, target)
     assert relax.active_threshold(n) <= relax.ACTIVE and np.all(grad != 0.0)
 
@@ -336,17 +336,35 @@ def test_solve_walks_on_when_the_relaxation_finds_no_order(monkeypatch):
 
 
 def test_gradient_is_the_same_when_hidden_layers_are_recomputed(monkeypatch):
+    """The numpy pass of loss_and_grads keeps hidden layers up to KEEP_BYTES."""
     rng, w, x, target = _setup(5, n=6)
     net = relax.SoftNetwork(w, np.arange(6), rng.permutation(6), np.float64)
-    p = relax.sinkhorn(rng.standard_normal((6, 6)))[0]
-    kept = net.loss_and_grad(p, x, target)
+    p, q = relax.sinkhorn(rng.standard_normal((6, 6)))[0], np.eye(6)
+    kept = net.loss_and_grads(p, q, x, target)
     monkeypatch.setattr(relax, "KEEP_BYTES", 3 * x.shape[0] * 6 * 10 * 8)  # room for 3 of 6
-    partly = net.loss_and_grad(p, x, target)
+    partly = net.loss_and_grads(p, q, x, target)
     monkeypatch.setattr(relax, "KEEP_BYTES", 0)
-    recomputed = net.loss_and_grad(p, x, target)
+    recomputed = net.loss_and_grads(p, q, x, target)
     for other in (partly, recomputed):
         assert other[0] == kept[0]
         np.testing.assert_allclose(other[1], kept[1], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(other[2], kept[2], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kernel_pass_matches_the_numpy_pass(seed, dtype):
+    """loss_and_grad (the backend's fused kernel) and loss_and_grads with the outputs
+    unmixed (numpy) are two implementations of one soft network."""
+    rng, w, x, target = _setup(seed, n=7, m=50)
+    net = relax.SoftNetwork(w, rng.permutation(7), rng.permutation(7), dtype)
+    p = relax.sinkhorn(rng.standard_normal((7, 7)) * 2)[0]
+    assert (p < relax.active_threshold(7)).any()  # some entries are skipped
+    loss, grad = net.loss_and_grad(p, x, target)
+    want_loss, want_grad, _ = net.loss_and_grads(p, np.eye(7), x, target)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    assert loss == pytest.approx(want_loss, rel=tol)
+    np.testing.assert_allclose(grad, want_grad, rtol=tol, atol=tol * np.abs(want_grad).max())
 
 
 def test_relax_is_skipped_when_too_little_of_its_schedule_fits():

@@ -104,13 +104,18 @@ def active_threshold(n: int) -> float:
 
 class SoftNetwork:
     """The n blocks (blk_in[k], blk_out[k]) stacked for the soft forward pass, in ``dtype``.
-    :meth:`set_outputs` mixes the output layers too: block k then has output layer
-    sum_j Q[k, j] W_out[blk_out[j]] (a soft pairing)."""
+    :meth:`loss_and_grad` runs on the ``kernels`` backend (``soft_loss_and_grad``);
+    :meth:`set_outputs` mixes the output layers too (block k then has output layer
+    sum_j Q[k, j] W_out[blk_out[j]], a soft pairing), and :meth:`loss_and_grads` runs that
+    in numpy."""
 
     def __init__(self, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
-                 dtype=np.float32):
+                 dtype=np.float32, kernels: str = "cpu"):
         n, h, d = len(blk_in), weights.w_in.shape[1], weights.w_in.shape[2]
         self.n, self.h, self.d, self.dtype = n, h, d, dtype
+        self.weights, self.kernels = weights.astype(dtype), backend(kernels)
+        self.blk_in = np.ascontiguousarray(blk_in, np.int64)
+        self.blk_out = np.ascontiguousarray(blk_out, np.int64)
         self.w_in_b = np.ascontiguousarray(  # (n, h, d + 1): [W_in[k] | b_in[k]]
             np.concatenate([weights.w_in[blk_in], weights.b_in[blk_in][:, :, None]], 2), dtype)
         self.outputs_t = np.ascontiguousarray(  # (n, h, d): W_out[blk_out[j]].T
@@ -138,27 +143,31 @@ class SoftNetwork:
     def loss_and_grad(self, p: np.ndarray, x: np.ndarray, target: np.ndarray
                       ) -> tuple[float, np.ndarray]:
         """(MSE of the soft network with weights p (n, n) on rows x (b, d) against target
-        (b,), its gradient (n, n) with respect to p). Entries of p below
-        :func:`active_threshold` are treated as zero and get a zero gradient. The weights
-        p[q, k] scale the (h, d) weight matrices rather than the (b, h) activations: fewer
-        values to touch."""
-        loss, grad, _ = self._pass(p, x, target, outputs=False)
-        return loss, grad
+        (b,), its gradient (n, n) with respect to p), by the backend's fused kernel. Entries
+        of p below :func:`active_threshold` are treated as zero and get a zero gradient.
+        (48 blocks, d 48, h 96, 256 rows, every block active, 2 cores: 0.20 s against 0.45 s
+        for the numpy pass of :meth:`loss_and_grads`.)"""
+        floor = active_threshold(self.n)
+        self.block_rows += 2 * len(x) * int(np.count_nonzero(p >= floor))
+        return self.kernels.soft_loss_and_grad(np.ascontiguousarray(x, self.dtype), target,
+                                               self.weights, self.blk_in, self.blk_out, p,
+                                               floor)
 
     def loss_and_grads(self, p: np.ndarray, q: np.ndarray, x: np.ndarray, target: np.ndarray
                        ) -> tuple[float, np.ndarray, np.ndarray]:
         """:meth:`loss_and_grad` with the output layers mixed by q (n, n)
         (:meth:`set_outputs`): (MSE, gradient (n, n) for p, gradient (n, n) for q)."""
         self.set_outputs(q)
-        loss, grad, (d_w, d_b) = self._pass(p, x, target, outputs=True)
+        loss, grad, d_w, d_b = self._pass(p, x, target)
         grad_q = (d_w.reshape(self.n, -1) @ self.outputs_t.reshape(self.n, -1).T
                   + d_b @ self.outputs_b.T)
         return loss, grad, grad_q.astype(np.float64)
 
-    def _pass(self, p: np.ndarray, x: np.ndarray, target: np.ndarray, outputs: bool
-              ) -> tuple[float, np.ndarray, tuple | None]:
-        """Forward and backward pass: (MSE, gradient for p, and with ``outputs`` the
-        gradients for the blocks' output layers (n, h, d) and biases (n, d))."""
+    def _pass(self, p: np.ndarray, x: np.ndarray, target: np.ndarray
+              ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """Forward and backward pass in numpy, the weights p[q, k] scaling the (h, d) weight
+        matrices rather than the (b, h) activations: (MSE, gradient (n, n) for p, gradients
+        for the blocks' output layers (n, h, d) and biases (n, d))."""
         x, b, h, d = np.asarray(x, self.dtype), len(x), self.h, self.d
         acts, kept, room = [], [], KEEP_BYTES  # kept: hidden layers held for the backward pass
         floor = active_threshold(self.n)
@@ -175,21 +184,20 @@ class SoftNetwork:
         self.block_rows += 2 * b * sum(len(a) for a in actives)
         g = (2.0 / b * err)[:, None].astype(self.dtype) * self.w_last[None, :]
         grad = np.zeros((self.n, self.n))
-        d_w = np.zeros((self.n, h, d), self.dtype) if outputs else None
-        d_b = np.zeros((self.n, d), self.dtype) if outputs else None
+        d_w, d_b = np.zeros((self.n, h, d), self.dtype), np.zeros((self.n, d), self.dtype)
         for q in range(self.n - 1, -1, -1):
             active = actives[q]
             pq = p[q, active].astype(self.dtype)
             hidden = kept[q] if kept[q] is not None else np.maximum(self._pre(acts[q], active), 0)
-            if outputs:  # d loss / d (output layer of each active block), through this position
-                d_w[active] += (hidden.T @ g).reshape(-1, h, d) * pq[:, None, None]
-                d_b[active] += pq[:, None] * g.sum(axis=0)[None, :]
+            # d loss / d (output layer of each active block), through this position
+            d_w[active] += (hidden.T @ g).reshape(-1, h, d) * pq[:, None, None]
+            d_b[active] += pq[:, None] * g.sum(axis=0)[None, :]
             back = g @ self.w_out_t[active].reshape(-1, d).T  # (b, a h): d loss / d hidden, per unit p
             back *= hidden > 0  # now d loss / d pre, per unit p
             grad[q, active] = (np.einsum("bkh,bkh->k", hidden.reshape(b, -1, h), back.reshape(b, -1, h))
                                + self.b_out[active] @ g.sum(axis=0))
             g = g + back @ (self.w_in_b[active, :, :d] * pq[:, None, None]).reshape(-1, d)
-        return float(np.mean(err**2)), grad, ((d_w, d_b) if outputs else None)
+        return float(np.mean(err**2)), grad, d_w, d_b
 
 
 class _Adam:
@@ -375,7 +383,7 @@ def _relax(weights, blk_in, blk_out, x, target, order, rounds, random_seed, dead
     if started > deadline:
         return None, None, np.inf
     rng = np.random.default_rng(random_seed)
-    net = SoftNetwork(weights, blk_in, blk_out)
+    net = SoftNetwork(weights, blk_in, blk_out, kernels=kernels)
     x32 = np.ascontiguousarray(x, np.float32)
     m = min(CHECK_ROWS, len(x))
     weights32 = weights.astype(np.float32)

@@ -10,6 +10,8 @@
 - ``adjoint_gradients(acts, weights, seq_in, seq_out, target) -> grads`` (n+1, m, d)
 - ``first_order_deltas(acts, grads, weights, lo, hi, seq_in, seq_out) -> dsse`` (k,)
 - ``residual_norms(x, weights, cand_in, cand_out) -> mean ||block(x) - x||`` (k,) float64
+- ``soft_loss_and_grad(x, target, weights, blk_in, blk_out, p, floor) -> (mse, grad (n, n))``:
+  the relaxation's soft network (every block mixed at every position by p) and its gradient
 
 - ``refresh_prefix(acts, weights, seq_in, seq_out, first)``: in place, acts[p+1] for p >= first
   (cpu and cuda; the reference rebuilds with ``prefix_activations``)

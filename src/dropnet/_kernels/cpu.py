@@ -23,6 +23,7 @@ from numba import njit
 from .. import _numba_start  # noqa: F401  (before the first kernel loads)
 
 from .simd import lanes, vadd, vfma, vload, vrelu, vsplat, vstore
+from .soft import active_entries, soft_result
 from .types import BlockWeights
 
 # Reassociation lets LLVM vectorise the dot products; no nnan/ninf so NaN checks still work.
@@ -493,3 +494,116 @@ def first_order_deltas(acts: np.ndarray, grads: np.ndarray, weights: BlockWeight
                      np.ascontiguousarray(seq_in, np.int64), np.ascontiguousarray(seq_out, np.int64),
                      partial)
     return partial.sum(axis=1)
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _copy_tile(src, dst):
+    for a in range(src.shape[0]):
+        for lane in range(src.shape[1]):
+            dst[a, lane] = src[a, lane]
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _soft_forward(acts, w_in, b_in, w_out, b_out, blk_in, blk_out, offsets, active, weight,
+                  hid, bias):
+    """In place on one tile's activations acts (n+1, d, L): acts[q+1] = acts[q] + the sum
+    over the active entries e of position q (offsets[q] .. offsets[q+1]-1) of weight[e] x
+    block active[e] on acts[q]; scratch hid (h, L), bias (d,)."""
+    for q in range(acts.shape[0] - 1):
+        _copy_tile(acts[q], acts[q + 1])
+        for e in range(offsets[q], offsets[q + 1]):
+            k, pk = active[e], weight[e]
+            i, j = blk_in[k], blk_out[k]
+            _layer(hid, w_in[i], b_in[i], acts[q], RELU)
+            for u in range(hid.shape[0]):
+                for lane in range(hid.shape[1]):
+                    hid[u, lane] *= pk
+            for a in range(bias.shape[0]):
+                bias[a] = pk * b_out[j, a]
+            _layer(acts[q + 1], w_out[j], bias, hid, ADD)
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _soft_backward(acts, g, w_in, b_in, b_out, w_out_t, w_in_t, blk_in, blk_out, offsets,
+                   active, weight, grad, pre, u, carried, gsum, zeros):
+    """Back through the soft positions of one tile, g (d, L) = d loss / d acts[n] on entry:
+    adds d loss / d weight[e] to grad[e] for every active entry e; scratch pre, u (h, L),
+    carried (d, L), gsum (d,)."""
+    for q in range(acts.shape[0] - 2, -1, -1):
+        _copy_tile(g, carried)
+        for a in range(g.shape[0]):
+            s = 0.0
+            for lane in range(g.shape[1]):
+                s += g[a, lane]
+            gsum[a] = s
+        for e in range(offsets[q], offsets[q + 1]):
+            k, pk = active[e], weight[e]
+            i, j = blk_in[k], blk_out[k]
+            _layer(pre, w_in[i], b_in[i], acts[q], STORE)
+            _layer(u, w_out_t[j], zeros, g, STORE)
+            total = 0.0
+            for v in range(pre.shape[0]):
+                for lane in range(pre.shape[1]):
+                    if pre[v, lane] > 0:
+                        total += pre[v, lane] * u[v, lane]
+                        u[v, lane] *= pk
+                    else:
+                        u[v, lane] = 0
+            for a in range(gsum.shape[0]):
+                total += b_out[j, a] * gsum[a]
+            grad[e] += total
+            _layer(carried, w_in_t[i], zeros, u, ADD)
+        _copy_tile(carried, g)
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _soft_tasks(x, target, w_in, b_in, w_out, b_out, w_out_t, w_in_t, w_last, b_last, blk_in,
+                blk_out, offsets, active, weight, zeros, sse, grads, t0, dt):
+    m, d = x.shape
+    n, h = offsets.shape[0] - 1, w_in.shape[1]
+    tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for t in range(t0, tasks, dt):
+        L = lanes(x)
+        acts = np.empty((n + 1, d, L), x.dtype)
+        g, carried, pre, u = _tile(x, d), _tile(x, d), _tile(x, h), _tile(x, h)
+        bias, gsum = np.empty(d, x.dtype), np.empty(d, x.dtype)
+        end = min(m, (t + 1) * ROWS_PER_TASK)
+        for r0 in range(t * ROWS_PER_TASK, end, L):
+            r1 = min(r0 + L, end)
+            _load_tile(x, r0, r1, acts[0])
+            _soft_forward(acts, w_in, b_in, w_out, b_out, blk_in, blk_out, offsets, active,
+                          weight, pre, bias)
+            for lane in range(L):
+                coef = 0.0
+                if r0 + lane < r1:
+                    err = np.float64(_readout(w_last, b_last, acts[n], lane)) - target[r0 + lane]
+                    sse[t] += err * err
+                    coef = 2.0 * err / m
+                for a in range(d):
+                    g[a, lane] = coef * w_last[a]
+            _soft_backward(acts, g, w_in, b_in, b_out, w_out_t, w_in_t, blk_in, blk_out,
+                           offsets, active, weight, grads[t], pre, u, carried, gsum, zeros)
+
+
+def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
+                       blk_in: np.ndarray, blk_out: np.ndarray, p: np.ndarray,
+                       floor: float) -> tuple[float, np.ndarray]:
+    """The soft network of n blocks (blk_in[k], blk_out[k]) whose position q adds
+    sum_k p[q, k] block_k(x) - x to the stream, on rows x (m, d) against target (m,):
+    (its MSE, the gradient (n, n) float64 of the MSE with respect to p). Entries of p below
+    ``floor`` are taken as zero and get a zero gradient."""
+    _check(x, weights)
+    offsets, active, weight = active_entries(p, floor, x.dtype)
+    m = x.shape[0]
+    tasks = max(_row_tasks(m), 1)
+    sse, grads = np.zeros(tasks), np.zeros((tasks, len(active)))
+    w_out_t = np.ascontiguousarray(weights.w_out.transpose(0, 2, 1))
+    w_in_t = np.ascontiguousarray(weights.w_in.transpose(0, 2, 1))
+    if m:
+        _run(_soft_tasks, tasks, x, np.ascontiguousarray(target, np.float64), weights.w_in,
+             weights.b_in, weights.w_out, weights.b_out, w_out_t, w_in_t, weights.w_last,
+             weights.b_last, np.ascontiguousarray(blk_in, np.int64),
+             np.ascontiguousarray(blk_out, np.int64), offsets, active, weight,
+             np.zeros(max(x.shape[1], weights.w_in.shape[1]), x.dtype), sse, grads)
+    return soft_result(sse, grads, offsets, active, p.shape, m)
+

@@ -15,7 +15,9 @@ Layout of the work
     candidate, so every weight load is one broadcast per warp. Each block writes the float64
     sum of its rows into ``partial[c, tile]`` (a shared-memory tree, no atomics), then one
     small kernel sums each candidate's row of ``partial``. ``adjoint_gradients``: one thread
-    per row walking the sequence backwards. Pair statistics: Gram matrices (one thread per
+    per row walking the sequence backwards. ``soft_loss_and_grad``: one thread per row, its
+    activations at every position in a device array, then back; per-row gradients summed
+    on the host. Pair statistics: Gram matrices (one thread per
     entry), then one thread per (input, output) pair; always float64.
 
     Kernels are compiled lazily, on first use, for each (float dtype, width d, threads per
@@ -41,7 +43,8 @@ What is copied when
       copies exactly those back into the caller's host ``acts`` in place, so host and device
       copies stay equal. For an unregistered ``acts`` only ``acts[first:]`` is uploaded.
     - Index arrays (``seq_in``, ``start``, ``lo`` ...) go up as int32 on every call;
-      ``x`` arrays of ``block_forward``, ``network_output``, ``residual_norms`` too. Results
+      ``x`` arrays of ``block_forward``, ``network_output``, ``residual_norms``,
+      ``soft_loss_and_grad`` (and its ``target``) too. Results
       come back on every call: ``(k,)`` float64 sums, ``(m,)`` outputs, whole ``acts``/
       ``grads`` arrays for ``prefix_activations`` / ``adjoint_gradients``.
 
@@ -61,6 +64,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from .soft import active_entries, soft_result
 from .types import BlockWeights
 
 try:  # a module global, so the simulator can swap it inside kernels; never fails the import
@@ -340,9 +344,65 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
         if cuda.threadIdx.x == 0:
             out[c] = total
 
+    @cuda.jit
+    def soft(x, acts, w_in, b_in, w_out, b_out, w_last, b_last, blk_in, blk_out, offsets,
+             active, weight, target, sse, grads):
+        """The soft network on row r (one thread per row): acts[q, r] for every position,
+        sse[r] its squared error, then back through it: grads[r, e] = d (squared error of
+        row r / m) / d weight[e] for every active entry e (soft_loss_and_grad)."""
+        r = cuda.grid(1)
+        m, n, h = x.shape[0], offsets.shape[0] - 1, w_in.shape[1]
+        if r < m:
+            xq = cuda.local.array(D, FT)
+            g = cuda.local.array(D, FT)
+            new = cuda.local.array(D, FT)
+            for a in range(D):
+                new[a] = x[r, a]
+            store_row(acts, 0, r, new)
+            for q in range(n):
+                load_row(acts, q, r, xq)
+                for e in range(offsets[q], offsets[q + 1]):
+                    i, j, pk = blk_in[active[e]], blk_out[active[e]], weight[e]
+                    for v in range(h):
+                        s = b_in[i, v]
+                        for a in range(D):
+                            s += w_in[i, v, a] * xq[a]
+                        if s > ZERO:
+                            for a in range(D):
+                                new[a] += pk * w_out[j, a, v] * s
+                    for a in range(D):
+                        new[a] += pk * b_out[j, a]
+                store_row(acts, q + 1, r, new)
+            err = float(final_layer(new, w_last, b_last)) - target[r]
+            sse[r] = err * err
+            for a in range(D):
+                g[a] = 2.0 * err * w_last[a] / m
+            for q in range(n - 1, -1, -1):
+                for a in range(D):
+                    new[a] = g[a]
+                for e in range(offsets[q], offsets[q + 1]):
+                    i, j, pk = blk_in[active[e]], blk_out[active[e]], weight[e]
+                    total = 0.0
+                    for a in range(D):
+                        total += b_out[j, a] * g[a]
+                    for v in range(h):
+                        s = b_in[i, v]
+                        for a in range(D):
+                            s += w_in[i, v, a] * acts[q, r, a]
+                        if s > ZERO:
+                            u = ZERO
+                            for a in range(D):
+                                u += w_out[j, a, v] * g[a]
+                            total += s * u
+                            for a in range(D):
+                                new[a] += pk * u * w_in[i, v, a]
+                    grads[r, e] = total
+                for a in range(D):
+                    g[a] = new[a]
+
     return SimpleNamespace(prefix=prefix, output=output, candidates=candidates,
                            residual=residual, adjoint=adjoint, first_order=first_order,
-                           row_sums=row_sums)
+                           row_sums=row_sums, soft=soft)
 
 
 @functools.lru_cache(maxsize=None)
@@ -791,3 +851,29 @@ def first_order_deltas(acts: np.ndarray, grads: np.ndarray, weights: BlockWeight
                                         _index(hi, limit=n),
                                         *_sequence(weights, seq_in, seq_out, k, n), partial)
     return _sums(kern, partial, k)
+
+
+def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
+                       blk_in: np.ndarray, blk_out: np.ndarray, p: np.ndarray,
+                       floor: float) -> tuple[float, np.ndarray]:
+    """The soft network of n blocks (blk_in[k], blk_out[k]) whose position q adds
+    sum_k p[q, k] block_k(x) - x to the stream, on rows x (m, d) against target (m,):
+    (its MSE, the gradient (n, n) float64 of the MSE with respect to p). Entries of p below
+    ``floor`` are taken as zero and get a zero gradient. One thread per row; the
+    per-row gradients (m, entries) are summed on the host."""
+    _cuda()
+    _check(x, weights)
+    offsets, active, weight = active_entries(p, floor, x.dtype)
+    m, n = x.shape[0], len(blk_in)
+    if m == 0:
+        return soft_result(np.zeros(1), np.zeros((1, len(active))), offsets, active, p.shape, m)
+    kern = _kernels_for(x)
+    acts = cuda.device_array((n + 1, m, x.shape[1]), x.dtype)
+    sse = cuda.device_array(m, np.float64)
+    grads = cuda.device_array((m, max(len(active), 1)), np.float64)
+    kern.soft[_blocks(m), _tpb()](
+        _to_device(x), acts, *_weights(weights),
+        _index(blk_in, None, weights.w_in.shape[0]), _index(blk_out, None, weights.w_out.shape[0]),
+        _index(offsets), _index(active, None, max(n, 1)), _to_device(weight),
+        _to_device(np.ascontiguousarray(target, np.float64)), sse, grads)
+    return soft_result(sse.copy_to_host(), grads.copy_to_host(), offsets, active, p.shape, m)

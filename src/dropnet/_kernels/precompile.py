@@ -3,9 +3,10 @@
 A first run with an empty cache spends most of its time compiling, one kernel after
 another, on one core: Numba compiles under a process-wide lock. A solve reaches its kernels
 in a fixed order (CSV scanner, pairing, Hungarian, residuals, prefix cache, candidates,
-adjoint, first order, certificate), so the CLI starts ``python -m
+adjoint, first order, certificate, and the relaxation's soft pass on deep networks), so the CLI starts ``python -m
 dropnet._kernels.precompile`` when the cache is empty; it compiles the kernels a solve needs
-*last* (``LATE``, in reverse order of need) on tiny inputs of the same types, while the
+*last* (``LATE``, in reverse order of need; the soft pass, which only a stalled search
+reaches, after the rest) on tiny inputs of the same types, while the
 solve compiles the early ones. When the solve reaches a kernel the helper has finished,
 Numba loads it from the cache instead of compiling it. Numba writes cache files through a
 temporary file and a rename, so the two processes never see half a file; a kernel both reach
@@ -24,7 +25,8 @@ import numpy as np
 from .types import BlockWeights
 
 # kernels a solve compiles last, in the order the helper compiles them
-LATE = ("network_output", "first_order_deltas", "adjoint_gradients", "evaluate_candidates")
+LATE = ("network_output", "first_order_deltas", "adjoint_gradients", "evaluate_candidates",
+        "soft_loss_and_grad")
 
 
 def _weights(n: int, h: int, d: int, dtype) -> BlockWeights:
@@ -50,6 +52,9 @@ def compile_kernels(names: tuple[str, ...] = LATE) -> None:
         "adjoint_gradients": lambda: cpu.adjoint_gradients(acts, w32, seq, seq, target),
         "evaluate_candidates": lambda: cpu.evaluate_candidates(acts, w32, np.zeros(1), seq[None],
                                                                seq[None], target),
+        "soft_loss_and_grad": lambda: cpu.soft_loss_and_grad(np.zeros((m, d), np.float32), target,
+                                                             w32, seq, seq, np.full((n, n), 0.5),
+                                                             0.01),
     }
     for name in names:
         calls[name]()

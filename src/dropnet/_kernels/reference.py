@@ -102,3 +102,30 @@ def first_order_deltas(acts: np.ndarray, grads: np.ndarray, weights: BlockWeight
             x = _block(x, weights, seq_in[c, p], seq_out[c, p])
         out[c] = np.sum(grads[hi[c] + 1] * (x - acts[hi[c] + 1]))
     return out
+
+
+def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
+                       blk_in: np.ndarray, blk_out: np.ndarray, p: np.ndarray,
+                       floor: float) -> tuple[float, np.ndarray]:
+    """(MSE vs target (m,), gradient (n, n) with respect to p) of the soft network whose
+    position q adds sum_k p[q, k] (block_k(x) - x), on rows x (m, d); block k is
+    (blk_in[k], blk_out[k]); entries of p below ``floor`` count as zero, gradient zero."""
+    w = weights.astype(np.float64)
+    n, m = len(blk_in), len(x)
+    keep = np.where(p >= floor, p, 0.0)
+    acts = [np.asarray(x, np.float64)]
+    for q in range(n):
+        acts.append(acts[q] + sum(keep[q, k] * (_block(acts[q], w, blk_in[k], blk_out[k]) - acts[q])
+                                  for k in np.flatnonzero(keep[q])))
+    err = acts[n] @ w.w_last + w.b_last[0] - target
+    g, grad = 2 * err[:, None] * w.w_last[None, :] / max(m, 1), np.zeros((n, n))
+    for q in range(n - 1, -1, -1):
+        carried = g.copy()
+        for k in np.flatnonzero(keep[q]):
+            i, j = blk_in[k], blk_out[k]
+            pre = acts[q] @ w.w_in[i].T + w.b_in[i]
+            u = g @ w.w_out[j]  # d loss / d hidden unit, per unit weight
+            grad[q, k] = np.sum(np.maximum(pre, 0) * u) + w.b_out[j] @ g.sum(axis=0)
+            carried += keep[q, k] * ((pre > 0) * u) @ w.w_in[i]
+        g = carried
+    return float(np.mean(err**2)) if m else 0.0, grad
