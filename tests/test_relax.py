@@ -279,6 +279,26 @@ def test_solve_relaxes_again_from_the_best_so_far(monkeypatch):
     np.testing.assert_allclose([c[1] for c in calls], best, rtol=5e-3)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(1e-6, 1.0), max_size=4), st.lists(st.floats(1e-6, 1.0), max_size=2))
+def test_walkers_far_behind_a_relaxation_stop(before, after):
+    """After a relaxation, the walkers from before it at RELAX_BEHIND times its walkers'
+    best MSE or more stop; the rest, and all of its own, go on (all when it gave none)."""
+    from types import SimpleNamespace
+
+    solve = importlib.import_module("dropnet.solve")
+    old = [SimpleNamespace(mse=m) for m in before]
+    new = [SimpleNamespace(mse=m) for m in after]
+    joined = solve._joined(old, new)
+    if not new:
+        assert joined == old
+        return
+    best = min(after)
+    assert joined[len(joined) - len(new):] == new
+    assert joined[: len(joined) - len(new)] == [w for w in old if w.mse < solve.RELAX_BEHIND * best]
+    assert all(w.mse < solve.RELAX_BEHIND * best for w in joined[: len(joined) - len(new)])
+
+
 def test_relax_refits_each_round_to_the_time_left(monkeypatch):
     """The budget counts the setup (the timed steps), and a round that ran slower than its
     estimate shrinks the rounds after it, so the last one still does every step it plans

@@ -11,11 +11,15 @@ a hard order, and the hard order of lowest MSE (on up to CHECK_ROWS rows) is kep
 starts from a band of width ``band`` positions around a given order (or from uniform logits);
 each later round starts from the previous round's order with a narrower band (ROUNDS).
 
-The mixture is linear in P, so a position's forward pass is two matrix products over all
-blocks at once: the stacked input layers (n h, d) and output layers (n h, d). Blocks whose
-weight at a position is below ``active_threshold(n)`` are skipped there (their gradient
-through Sinkhorn is proportional to that weight). Gradients are written out by hand (no
-autograd); the tests check them against finite differences and, where torch is installed,
+The step (:meth:`SoftNetwork.loss_and_grad`) runs on the kernels' ``soft_loss_and_grad``
+(``dropnet._kernels``): on the CPU a fused pass over tiles of rows, each tile's activations
+at every position kept for the backward pass, every active block's layers run on the tile
+in registers. Blocks whose weight at a position is below ``active_threshold(n)`` are
+skipped there (their gradient through Sinkhorn is proportional to that weight). With the
+pairing fitted too (:func:`relax_pairs`) the step runs in numpy
+(:meth:`SoftNetwork.loss_and_grads`): a position's forward pass is two matrix products over
+all active blocks at once. Gradients are written out by hand (no autograd); the tests check
+them against finite differences, against each other and, where torch is installed,
 against autograd.
 
 Cost: about 8 b d h n^2 flops per step for b rows with every block active (the forward and
