@@ -42,7 +42,7 @@ RELAX_SHARE = 2 / 3  # share of the budget then left that the relaxation may tak
 NO_EVAL_LIMIT = 10**9  # max_evals by default: no limit
 RELAX_MIN = 0.5  # the relaxation is skipped when less than this share of its schedule fits
 SUFFIX_MIN = 4  # a repeat holds a prefix (relax_suffix) only when this many blocks are left
-RELAX_WALK = 0.5  # after a relaxation the walkers get this many times its time, then it runs again
+RELAX_WALK = 1.0  # after a relaxation the walkers get this many times its time, then it runs again
 Progress = Callable[[str], None]
 
 
