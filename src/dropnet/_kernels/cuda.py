@@ -143,11 +143,11 @@ def _tpb() -> int:
 def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
     """The kernels for activations of one float dtype and width, ``tpb`` threads a block.
 
-    ``D``, ``TPB``, ``ZERO`` and ``FT`` are closure constants frozen at compile time."""
+    ``D``, ``TPB``, ``ZERO``, ``ONE`` and ``FT`` are closure constants frozen at compile time."""
     import numba
     _cuda()
     FT = numba.float32 if dtype_name == "float32" else numba.float64
-    ZERO = np.dtype(dtype_name).type(0)
+    ZERO, ONE = np.dtype(dtype_name).type(0), np.dtype(dtype_name).type(1)
     D, TPB = width, tpb
     F64 = numba.float64
 
@@ -179,6 +179,27 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
                     acc[a] += w_out[j, a, k] * s
         for a in range(D):
             x[a] += acc[a]
+
+    @cuda.jit(device=True)
+    def block_adjoint(acts, p, r, g, new, w_in, b_in, w_out, i, j, scale):
+        """new (D,) += scale W_in[i]^T (mask * (W_out[j]^T g)) for row r, the gradient g (D,)
+        at the block's output carried back to its input acts[p, r] (mask: pre-activation
+        > 0); returns the sum over units of relu(pre) * (W_out[j]^T g), in the
+        activations' dtype (one multiply-add per active unit: the adjoint ignores it)."""
+        total = ZERO
+        for k in range(w_in.shape[1]):
+            pre = b_in[i, k]
+            for a in range(D):
+                pre += w_in[i, k, a] * acts[p, r, a]
+            if pre > ZERO:
+                u = ZERO
+                for a in range(D):
+                    u += w_out[j, a, k] * g[a]
+                total += pre * u
+                u *= scale
+                for a in range(D):
+                    new[a] += w_in[i, k, a] * u
+        return total
 
     @cuda.jit(device=True)
     def run_blocks(x, acc, w_in, b_in, w_out, b_out, seq_in, seq_out, c, first, last):
@@ -287,26 +308,15 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
             x = cuda.local.array(D, FT)
             g = cuda.local.array(D, FT)
             new = cuda.local.array(D, FT)
-            h = w_in.shape[1]
             load_row(acts, n, r, x)
             err = float(final_layer(x, w_last, b_last)) - target[r]
             for a in range(D):
                 g[a] = 2.0 * err * w_last[a]
             store_row(grads, n, r, g)
             for p in range(n - 1, -1, -1):
-                i, j = seq_in[0, p], seq_out[0, p]
                 for a in range(D):
                     new[a] = g[a]
-                for k in range(h):  # g += W_in^T (mask * (W_out^T g))
-                    pre = b_in[i, k]
-                    for a in range(D):
-                        pre += w_in[i, k, a] * acts[p, r, a]
-                    if pre > ZERO:
-                        u = ZERO
-                        for a in range(D):
-                            u += w_out[j, a, k] * g[a]
-                        for a in range(D):
-                            new[a] += w_in[i, k, a] * u
+                block_adjoint(acts, p, r, g, new, w_in, b_in, w_out, seq_in[0, p], seq_out[0, p], ONE)
                 for a in range(D):
                     g[a] = new[a]
                 store_row(grads, p, r, g)
@@ -381,21 +391,10 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
                 for a in range(D):
                     new[a] = g[a]
                 for e in range(offsets[q], offsets[q + 1]):
-                    i, j, pk = blk_in[active[e]], blk_out[active[e]], weight[e]
-                    total = 0.0
+                    i, j = blk_in[active[e]], blk_out[active[e]]
+                    total = block_adjoint(acts, q, r, g, new, w_in, b_in, w_out, i, j, weight[e])
                     for a in range(D):
                         total += b_out[j, a] * g[a]
-                    for v in range(h):
-                        s = b_in[i, v]
-                        for a in range(D):
-                            s += w_in[i, v, a] * acts[q, r, a]
-                        if s > ZERO:
-                            u = ZERO
-                            for a in range(D):
-                                u += w_out[j, a, v] * g[a]
-                            total += s * u
-                            for a in range(D):
-                                new[a] += pk * u * w_in[i, v, a]
                     grads[r, e] = total
                 for a in range(D):
                     g[a] = new[a]
