@@ -220,6 +220,18 @@ def test_true_only_data_is_not_certified(small_net):
     assert "NOT certifiable" in result.stdout
 
 
+def test_an_uncertified_answer_says_how_to_go_on(small_net):
+    """Noise on pred: no order is certified; exit 1, and the last line says what to try."""
+    folder, perm = small_net
+    layers, x, pred = make_network(3)
+    noisy = pred + np.random.default_rng(0).normal(0.0, 0.1, pred.shape)
+    write_csv(folder / "historical_data.csv", x, noisy, pred)
+    result = solve(folder, "--time-limit", "1")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "NOT certified" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("the budget ran out first: a larger --time-limit")
+
+
 # --------------------------------------------------------------------------- the puzzle
 
 
