@@ -150,6 +150,12 @@ def test_soft_loss_and_grad(shape, dtype):
         assert grad.dtype == np.float64 and grad.shape == (n, n)
         close(loss, want_loss, dtype)
         close(grad, want_grad, dtype)
+    got = cu.soft_loss_and_grads(x, target, w, blk_in, blk_out, p, 0.05)
+    want = ref.soft_loss_and_grads(x.astype(np.float64), target, w.astype(np.float64),
+                                   blk_in, blk_out, p, 0.05)
+    assert [a.shape for a in got[1:]] == [(n, n), (n, d, h), (n, d)]
+    for a, b in zip(got, want):
+        close(a, b, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

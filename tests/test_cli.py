@@ -222,8 +222,8 @@ def test_true_only_data_is_not_certified(small_net):
 
 def test_an_uncertified_answer_says_how_to_go_on(small_net):
     """Noise on pred: no order is certified; exit 1, and the last line says what to try."""
-    folder, perm = small_net
-    layers, x, pred = make_network(3)
+    folder = small_net[0]
+    x, pred = make_network(3)[1:]
     noisy = pred + np.random.default_rng(0).normal(0.0, 0.1, pred.shape)
     write_csv(folder / "historical_data.csv", x, noisy, pred)
     result = solve(folder, "--time-limit", "1")

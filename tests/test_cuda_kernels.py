@@ -76,6 +76,7 @@ def _calls():
         "first_order_deltas": (acts, acts, weights, np.array([0]), np.array([1]), cand, cand),
         "residual_norms": (x, weights, seq, seq),
         "soft_loss_and_grad": (x, target, weights, seq, seq, np.eye(2), 0.5),
+        "soft_loss_and_grads": (x, target, weights, seq, seq, np.eye(2), 0.5),
     }
 
 

@@ -196,6 +196,44 @@ def test_soft_loss_and_grad_matches_reference(dtype, shape, seed, floor):
     assert np.all(grad[p < floor] == 0)  # skipped entries get no gradient
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), floor=st.sampled_from([0.0, 0.05, 2.0]))
+def test_soft_loss_and_grads_matches_reference(dtype, shape, seed, floor):
+    """The output layers' gradients too (the pairing relaxation's step), and the first two
+    results are soft_loss_and_grad's."""
+    n, m, d, h = shape
+    w, blk_in, blk_out, p, x, target = soft_problem(np.random.default_rng(seed), n, m, d, h, dtype)
+    got = cpu.soft_loss_and_grads(x, target, w, blk_in, blk_out, p, floor)
+    want = ref.soft_loss_and_grads(x.astype(np.float64), target, w.astype(np.float64),
+                                   blk_in, blk_out, p, floor)
+    assert [a.shape for a in got[1:]] == [(n, n), (n, d, h), (n, d)]
+    assert all(a.dtype == np.float64 for a in got[1:])
+    for a, b in zip(got, want):
+        close(a, b, dtype)
+    plain = cpu.soft_loss_and_grad(x, target, w, blk_in, blk_out, p, floor)
+    close(plain[0], got[0], dtype)  # (not bit for bit: the two compile apart)
+    close(plain[1], got[1], dtype)
+    skipped = np.all(p < floor, axis=0)  # a block skipped everywhere: no gradient
+    assert np.all(got[2][skipped] == 0) and np.all(got[3][skipped] == 0)
+
+
+def test_soft_output_layer_gradients_match_finite_differences():
+    rng = np.random.default_rng(8)
+    w, blk_in, blk_out, p, x, target = soft_problem(rng, 4, 11, 5, 6)
+    _, _, d_w, d_b = ref.soft_loss_and_grads(x, target, w, blk_in, blk_out, p, 0.0)
+    for k, a, v in [(0, 0, 0), (2, 4, 5), (3, 1, 2)]:  # (blk_out pieces are distinct)
+        for field, index, grad in (("w_out", (blk_out[k], a, v), d_w[k, a, v]),
+                                   ("b_out", (blk_out[k], a), d_b[k, a])):
+            losses = []
+            for step in (1e-6, -1e-6):
+                bumped = getattr(w, field).copy()
+                bumped[index] += step
+                losses.append(ref.soft_loss_and_grad(x, target, w._replace(**{field: bumped}),
+                                                     blk_in, blk_out, p, 0.0)[0])
+            assert grad == pytest.approx((losses[0] - losses[1]) / 2e-6, rel=1e-5, abs=1e-8)
+
+
 def test_soft_loss_and_grad_matches_finite_differences_and_hard_network():
     rng = np.random.default_rng(7)
     w, blk_in, blk_out, p, x, target = soft_problem(rng, 4, 11, 5, 6)

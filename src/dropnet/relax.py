@@ -16,11 +16,11 @@ The step (:meth:`SoftNetwork.loss_and_grad`) runs on the kernels' ``soft_loss_an
 at every position kept for the backward pass, every active block's layers run on the tile
 in registers. Blocks whose weight at a position is below ``active_threshold(n)`` are
 skipped there (their gradient through Sinkhorn is proportional to that weight). With the
-pairing fitted too (:func:`relax_pairs`) the step runs in numpy
-(:meth:`SoftNetwork.loss_and_grads`): a position's forward pass is two matrix products over
-all active blocks at once. Gradients are written out by hand (no autograd); the tests check
-them against finite differences, against each other and, where torch is installed,
-against autograd.
+pairing fitted too (:func:`relax_pairs`) the step (:meth:`SoftNetwork.loss_and_grads`)
+runs ``soft_loss_and_grads`` on the blocks' mixed output layers, which also sums each
+block's output-layer gradient (one more matrix product per active block and tile).
+Gradients are written out by hand (no autograd); the tests check them against finite
+differences, against the numpy reference and, where torch is installed, against autograd.
 
 Cost: about 8 b d h n^2 flops per step for b rows with every block active (the forward and
 backward passes, two matrix products each per position), against 4 b d h n for one hard
@@ -47,7 +47,6 @@ MIN_STEPS = 20  # a round fitted to a budget keeps at least this many steps
 SHARPENING = 0.68  # rounds took 0.64-0.72 of the fixed-band estimate (48 and 64 blocks)
 PAIR_BONUS = 2.0  # relax_pairs: a later round's pair logits favour the pairs found by this much
 HOLD = 2.0  # held_prefix: a leading block is held when taking it out multiplies the MSE by this
-KEEP_BYTES = 2**28  # hidden layers up to this size are kept for the backward pass, not recomputed
 
 
 @dataclass(frozen=True)
@@ -107,11 +106,10 @@ def active_threshold(n: int) -> float:
 
 
 class SoftNetwork:
-    """The n blocks (blk_in[k], blk_out[k]) stacked for the soft forward pass, in ``dtype``.
-    :meth:`loss_and_grad` runs on the ``kernels`` backend (``soft_loss_and_grad``);
-    :meth:`set_outputs` mixes the output layers too (block k then has output layer
-    sum_j Q[k, j] W_out[blk_out[j]], a soft pairing), and :meth:`loss_and_grads` runs that
-    in numpy."""
+    """The n blocks (blk_in[k], blk_out[k]) in ``dtype`` for the soft forward pass, on the
+    ``kernels`` backend: :meth:`loss_and_grad` (``soft_loss_and_grad``) with the blocks as
+    paired; :meth:`loss_and_grads` (``soft_loss_and_grads``) with the output layers mixed
+    too (block k then has output layer sum_j Q[k, j] W_out[blk_out[j]], a soft pairing)."""
 
     def __init__(self, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
                  dtype=np.float32, kernels: str = "cpu"):
@@ -120,29 +118,17 @@ class SoftNetwork:
         self.weights, self.kernels = weights.astype(dtype), backend(kernels)
         self.blk_in = np.ascontiguousarray(blk_in, np.int64)
         self.blk_out = np.ascontiguousarray(blk_out, np.int64)
-        self.w_in_b = np.ascontiguousarray(  # (n, h, d + 1): [W_in[k] | b_in[k]]
-            np.concatenate([weights.w_in[blk_in], weights.b_in[blk_in][:, :, None]], 2), dtype)
-        self.outputs_t = np.ascontiguousarray(  # (n, h, d): W_out[blk_out[j]].T
-            np.transpose(weights.w_out[blk_out], (0, 2, 1)), dtype)
-        self.outputs_b = np.ascontiguousarray(weights.b_out[blk_out], dtype)  # (n, d)
-        self.w_out_t, self.b_out = self.outputs_t, self.outputs_b  # block k's output layer
-        self.w_last = np.asarray(weights.w_last, dtype).reshape(d)
-        self.b_last = dtype(np.ravel(weights.b_last)[0])
+        self.outputs = np.ascontiguousarray(self.weights.w_out[self.blk_out])  # (n, d, h)
+        self.outputs_b = np.ascontiguousarray(self.weights.b_out[self.blk_out])  # (n, d)
         self.block_rows = 0  # blocks x rows evaluated so far (forward and backward passes)
 
-    def set_outputs(self, q: np.ndarray) -> None:
-        """Give block k the output layer sum_j q[k, j] W_out[blk_out[j]] (and its bias);
-        q (n, n), the identity for the blocks as given."""
-        q = np.asarray(q, self.dtype)
-        self.w_out_t = np.einsum("kj,jhd->khd", q, self.outputs_t)
-        self.b_out = q @ self.outputs_b
-
-    def _pre(self, x: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """Pre-activations (b, a h) of the ``active`` blocks (a,) on rows x (b, d), the bias
-        taken into the matrix product through a column of ones."""
-        ones = np.empty((len(x), self.d + 1), self.dtype)
-        ones[:, : self.d], ones[:, self.d] = x, 1
-        return ones @ self.w_in_b[active].reshape(-1, self.d + 1).T
+    def mixed(self, q: np.ndarray) -> BlockWeights:
+        """The weights with block k's output layer sum_j q[k, j] W_out[blk_out[j]] (and its
+        bias) at w_out[k], b_out[k]: the blocks are then (blk_in[k], k). q (n, n), the
+        identity for the blocks as given."""
+        q = np.asarray(q, self.dtype)  # (einsum's own loops: see loss_and_grads)
+        return self.weights._replace(w_out=np.einsum("kj,jdh->kdh", q, self.outputs),
+                                     b_out=np.einsum("kj,jd->kd", q, self.outputs_b))
 
     def loss_and_grad(self, p: np.ndarray, x: np.ndarray, target: np.ndarray
                       ) -> tuple[float, np.ndarray]:
@@ -150,7 +136,7 @@ class SoftNetwork:
         (b,), its gradient (n, n) with respect to p), by the backend's fused kernel. Entries
         of p below :func:`active_threshold` are treated as zero and get a zero gradient.
         (48 blocks, d 48, h 96, 256 rows, every block active, 2 cores: 0.20 s against 0.45 s
-        for the numpy pass of :meth:`loss_and_grads`.)"""
+        for the numpy pass it replaced.)"""
         floor = active_threshold(self.n)
         self.block_rows += 2 * len(x) * int(np.count_nonzero(p >= floor))
         return self.kernels.soft_loss_and_grad(np.ascontiguousarray(x, self.dtype), target,
@@ -159,49 +145,22 @@ class SoftNetwork:
 
     def loss_and_grads(self, p: np.ndarray, q: np.ndarray, x: np.ndarray, target: np.ndarray
                        ) -> tuple[float, np.ndarray, np.ndarray]:
-        """:meth:`loss_and_grad` with the output layers mixed by q (n, n)
-        (:meth:`set_outputs`): (MSE, gradient (n, n) for p, gradient (n, n) for q)."""
-        self.set_outputs(q)
-        loss, grad, d_w, d_b = self._pass(p, x, target)
-        grad_q = (d_w.reshape(self.n, -1) @ self.outputs_t.reshape(self.n, -1).T
-                  + d_b @ self.outputs_b.T)
-        return loss, grad, grad_q.astype(np.float64)
-
-    def _pass(self, p: np.ndarray, x: np.ndarray, target: np.ndarray
-              ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        """Forward and backward pass in numpy, the weights p[q, k] scaling the (h, d) weight
-        matrices rather than the (b, h) activations: (MSE, gradient (n, n) for p, gradients
-        for the blocks' output layers (n, h, d) and biases (n, d))."""
-        x, b, h, d = np.asarray(x, self.dtype), len(x), self.h, self.d
-        acts, kept, room = [], [], KEEP_BYTES  # kept: hidden layers held for the backward pass
+        """:meth:`loss_and_grad` with the output layers mixed by q (n, n) (:meth:`mixed`):
+        (MSE, gradient (n, n) for p, gradient (n, n) for q), by the backend's
+        ``soft_loss_and_grads``, whose gradients for each block's (mixed) output layer give
+        q's: d/dq[k, j] = <dW_out[k], W_out[blk_out[j]]> + <db_out[k], b_out[blk_out[j]]>.
+        The (n, n, d h) products run in einsum's own loops, not the BLAS: OpenBLAS's
+        threads spin on the cores for a while after each call and slowed the kernel's
+        threads next to them (48 blocks, 256 rows, a band of 8: 90 ms a step, 50 ms with
+        OPENBLAS_NUM_THREADS=1 or without the BLAS)."""
         floor = active_threshold(self.n)
-        actives = [np.flatnonzero(p[q] >= floor) for q in range(self.n)]
-        for q, active in enumerate(actives):
-            acts.append(x)
-            pq = p[q, active].astype(self.dtype)
-            hidden = np.maximum(self._pre(x, active), 0)
-            room -= hidden.nbytes
-            kept.append(hidden if room >= 0 else None)
-            x = x + hidden @ (self.w_out_t[active] * pq[:, None, None]).reshape(-1, d) \
-                + pq @ self.b_out[active]
-        err = (x @ self.w_last + self.b_last).astype(np.float64) - target
-        self.block_rows += 2 * b * sum(len(a) for a in actives)
-        g = (2.0 / b * err)[:, None].astype(self.dtype) * self.w_last[None, :]
-        grad = np.zeros((self.n, self.n))
-        d_w, d_b = np.zeros((self.n, h, d), self.dtype), np.zeros((self.n, d), self.dtype)
-        for q in range(self.n - 1, -1, -1):
-            active = actives[q]
-            pq = p[q, active].astype(self.dtype)
-            hidden = kept[q] if kept[q] is not None else np.maximum(self._pre(acts[q], active), 0)
-            # d loss / d (output layer of each active block), through this position
-            d_w[active] += (hidden.T @ g).reshape(-1, h, d) * pq[:, None, None]
-            d_b[active] += pq[:, None] * g.sum(axis=0)[None, :]
-            back = g @ self.w_out_t[active].reshape(-1, d).T  # (b, a h): d loss / d hidden, per unit p
-            back *= hidden > 0  # now d loss / d pre, per unit p
-            grad[q, active] = (np.einsum("bkh,bkh->k", hidden.reshape(b, -1, h), back.reshape(b, -1, h))
-                               + self.b_out[active] @ g.sum(axis=0))
-            g = g + back @ (self.w_in_b[active, :, :d] * pq[:, None, None]).reshape(-1, d)
-        return float(np.mean(err**2)), grad, d_w, d_b
+        self.block_rows += 2 * len(x) * int(np.count_nonzero(p >= floor))
+        loss, grad, d_w, d_b = self.kernels.soft_loss_and_grads(
+            np.ascontiguousarray(x, self.dtype), target, self.mixed(q), self.blk_in,
+            np.arange(self.n), p, floor)
+        grad_q = (np.einsum("kdh,jdh->kj", d_w.astype(self.dtype), self.outputs)
+                  + np.einsum("kd,jd->kj", d_b.astype(self.dtype), self.outputs_b))
+        return loss, grad, grad_q.astype(np.float64)
 
 
 class _Adam:
@@ -243,7 +202,7 @@ def relax_round(net: SoftNetwork, x: np.ndarray, target: np.ndarray, order: np.n
     deadline, or when the fit turns non-finite); (None, None, inf, 0) if no step ran.
     ``x`` (m, d) and ``target`` (m,) are the rows minibatches are drawn from. With
     ``pair_logits`` (n, n) the pairing is fitted too: block k's output layer is mixed by
-    Q = Sinkhorn(pair logits / tau) (:meth:`SoftNetwork.set_outputs`), and ``outputs`` (n,)
+    Q = Sinkhorn(pair logits / tau) (:meth:`SoftNetwork.mixed`), and ``outputs`` (n,)
     is the Hungarian assignment of Q (None without)."""
     logits = band_logits(order, net.n, plan.band) + 0.01 * rng.standard_normal((net.n, net.n))
     pairs = None

@@ -12,6 +12,9 @@
 - ``residual_norms(x, weights, cand_in, cand_out) -> mean ||block(x) - x||`` (k,) float64
 - ``soft_loss_and_grad(x, target, weights, blk_in, blk_out, p, floor) -> (mse, grad (n, n))``:
   the relaxation's soft network (every block mixed at every position by p) and its gradient
+- ``soft_loss_and_grads(x, target, weights, blk_in, blk_out, p, floor) -> (mse, grad (n, n),
+  grad_w_out (n, d, h), grad_b_out (n, d))``: the same and the gradients for block k's output
+  layer weights.w_out[blk_out[k]], b_out[blk_out[k]] (the pairing relaxation's step)
 
 - ``refresh_prefix(acts, weights, seq_in, seq_out, first)``: in place, acts[p+1] for p >= first
   (cpu and cuda; the reference rebuilds with ``prefix_activations``)

@@ -18,11 +18,12 @@ import numpy as np
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 from numba import njit
 
 from .. import _numba_start  # noqa: F401  (before the first kernel loads)
 
-from .simd import lanes, vadd, vfma, vload, vrelu, vsplat, vstore
+from .simd import lanes, lanes_of, vadd, vfma, vload, vrelu, vsplat, vstore
 from .soft import active_entries, soft_result
 from .types import BlockWeights
 
@@ -525,10 +526,13 @@ def _soft_forward(acts, w_in, b_in, w_out, b_out, blk_in, blk_out, offsets, acti
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _soft_backward(acts, g, w_in, b_in, b_out, w_out_t, w_in_t, blk_in, blk_out, offsets,
-                   active, weight, grad, pre, u, carried, gsum, zeros):
+                   active, weight, grad, pre, u, carried, gsum, zeros, d_w, d_b, g_t):
     """Back through the soft positions of one tile, g (d, L) = d loss / d acts[n] on entry:
-    adds d loss / d weight[e] to grad[e] for every active entry e; scratch pre, u (h, L),
-    carried (d, L), gsum (d,)."""
+    adds d loss / d weight[e] to grad[e] for every active entry e, and, when d_w holds
+    blocks, d loss / d (block k's output layer) to d_w[k] (C, h, L: its transpose, rows
+    c L .. c L + L-1 of the (d, h) matrix in d_w[k, c]) and d_b[k] (d,); scratch pre, u
+    (h, L), carried (d, L), gsum (d,), g_t (C, L, L)."""
+    outputs = d_w.shape[0] > 0
     for q in range(acts.shape[0] - 2, -1, -1):
         _copy_tile(g, carried)
         for a in range(g.shape[0]):
@@ -536,6 +540,8 @@ def _soft_backward(acts, g, w_in, b_in, b_out, w_out_t, w_in_t, blk_in, blk_out,
             for lane in range(g.shape[1]):
                 s += g[a, lane]
             gsum[a] = s
+        if outputs:
+            _transpose_tile(g, g_t)
         for e in range(offsets[q], offsets[q + 1]):
             k, pk = active[e], weight[e]
             i, j = blk_in[k], blk_out[k]
@@ -553,12 +559,42 @@ def _soft_backward(acts, g, w_in, b_in, b_out, w_out_t, w_in_t, blk_in, blk_out,
                 total += b_out[j, a] * gsum[a]
             grad[e] += total
             _layer(carried, w_in_t[i], zeros, u, ADD)
+            if outputs:
+                _output_grads(pre, pk, g_t, zeros, gsum, d_w[k], d_b[k])
         _copy_tile(carried, g)
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _transpose_tile(g, g_t):
+    """g_t[c, lane, col] = g[c L + col, lane] for g (d, L); columns past d are left as they
+    are (zero)."""
+    L = g.shape[1]
+    for a in range(g.shape[0]):
+        c, col = a // L, a % L
+        for lane in range(L):
+            g_t[c, lane, col] = g[a, lane]
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _output_grads(pre, pk, g_t, zeros, gsum, d_w_k, d_b_k):
+    """d_w_k (C, h, L) += (pk relu(pre)) g^T, chunk by chunk of L rows of the (d, h)
+    gradient, and d_b_k (d,) += pk gsum; pre (h, L) is overwritten."""
+    for v in range(pre.shape[0]):
+        for lane in range(pre.shape[1]):
+            value = pre[v, lane]
+            pre[v, lane] = pk * value if value > 0 else 0
+    for c in range(d_w_k.shape[0]):
+        _layer(d_w_k[c], pre, zeros, g_t[c], ADD)
+    for a in range(gsum.shape[0]):
+        d_b_k[a] += pk * gsum[a]
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _soft_tasks(x, target, w_in, b_in, w_out, b_out, w_out_t, w_in_t, w_last, b_last, blk_in,
-                blk_out, offsets, active, weight, zeros, sse, grads, t0, dt):
+                blk_out, offsets, active, weight, zeros, sse, grads, d_w, d_b, t0, dt):
+    """Tasks t0, t0 + dt, ... of ROWS_PER_TASK rows: sse[t], grads[t] (entries), and the
+    output layers' gradients summed into this thread's d_w[t0], d_b[t0] when they hold
+    blocks (soft_loss_and_grads)."""
     m, d = x.shape
     n, h = offsets.shape[0] - 1, w_in.shape[1]
     tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
@@ -567,6 +603,7 @@ def _soft_tasks(x, target, w_in, b_in, w_out, b_out, w_out_t, w_in_t, w_last, b_
         acts = np.empty((n + 1, d, L), x.dtype)
         g, carried, pre, u = _tile(x, d), _tile(x, d), _tile(x, h), _tile(x, h)
         bias, gsum = np.empty(d, x.dtype), np.empty(d, x.dtype)
+        g_t = np.zeros((d_w.shape[2], L, L), x.dtype)  # columns past d stay zero
         end = min(m, (t + 1) * ROWS_PER_TASK)
         for r0 in range(t * ROWS_PER_TASK, end, L):
             r1 = min(r0 + L, end)
@@ -582,7 +619,8 @@ def _soft_tasks(x, target, w_in, b_in, w_out, b_out, w_out_t, w_in_t, w_last, b_
                 for a in range(d):
                     g[a, lane] = coef * w_last[a]
             _soft_backward(acts, g, w_in, b_in, b_out, w_out_t, w_in_t, blk_in, blk_out,
-                           offsets, active, weight, grads[t], pre, u, carried, gsum, zeros)
+                           offsets, active, weight, grads[t], pre, u, carried, gsum, zeros,
+                           d_w[t0], d_b[t0], g_t)
 
 
 def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
@@ -592,11 +630,30 @@ def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
     sum_k p[q, k] block_k(x) - x to the stream, on rows x (m, d) against target (m,):
     (its MSE, the gradient (n, n) float64 of the MSE with respect to p). Entries of p below
     ``floor`` are taken as zero and get a zero gradient."""
+    return _soft(x, target, weights, blk_in, blk_out, p, floor, False)
+
+
+def soft_loss_and_grads(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
+                        blk_in: np.ndarray, blk_out: np.ndarray, p: np.ndarray, floor: float
+                        ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`soft_loss_and_grad` and the gradients with respect to block k's output layer
+    as it is used, weights.w_out[blk_out[k]] (n, d, h) and weights.b_out[blk_out[k]] (n, d),
+    float64 (summed in the activations' dtype)."""
+    return _soft(x, target, weights, blk_in, blk_out, p, floor, True)
+
+
+def _soft(x, target, weights, blk_in, blk_out, p, floor, outputs: bool) -> tuple:
+    """soft_loss_and_grad(s): with ``outputs`` each thread sums the output layers'
+    gradients in its own (n, C, h, L) array, the (d, h) matrix's rows in C chunks of L
+    lanes (the last zero-padded), transposed."""
     _check(x, weights)
     offsets, active, weight = active_entries(p, floor, x.dtype)
-    m = x.shape[0]
-    tasks = max(_row_tasks(m), 1)
+    (m, d), (n, h) = x.shape, (len(blk_in), weights.w_in.shape[1])
+    tasks, L = max(_row_tasks(m), 1), lanes_of(numba.from_dtype(x.dtype))
     sse, grads = np.zeros(tasks), np.zeros((tasks, len(active)))
+    threads = min(_threads(), tasks)
+    d_w = np.zeros((threads, n if outputs else 0, (d + L - 1) // L, h, L), x.dtype)
+    d_b = np.zeros((threads, n if outputs else 0, d), x.dtype)
     w_out_t = np.ascontiguousarray(weights.w_out.transpose(0, 2, 1))
     w_in_t = np.ascontiguousarray(weights.w_in.transpose(0, 2, 1))
     if m:
@@ -604,6 +661,9 @@ def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
              weights.b_in, weights.w_out, weights.b_out, w_out_t, w_in_t, weights.w_last,
              weights.b_last, np.ascontiguousarray(blk_in, np.int64),
              np.ascontiguousarray(blk_out, np.int64), offsets, active, weight,
-             np.zeros(max(x.shape[1], weights.w_in.shape[1]), x.dtype), sse, grads)
-    return soft_result(sse, grads, offsets, active, p.shape, m)
-
+             np.zeros(max(d, h), x.dtype), sse, grads, d_w, d_b)
+    mse, grad = soft_result(sse, grads, offsets, active, p.shape, m)
+    if not outputs:
+        return mse, grad
+    d_w = d_w.sum(axis=0, dtype=np.float64).transpose(0, 1, 3, 2).reshape(n, -1, h)[:, :d]
+    return mse, grad, np.ascontiguousarray(d_w), d_b.sum(axis=0, dtype=np.float64)

@@ -202,6 +202,20 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
         return total
 
     @cuda.jit(device=True)
+    def output_grads(acts, p, r, g, w_in, b_in, i, k, scale, d_w, d_b):
+        """d_w[k] (D, h) += scale g relu(pre)^T and d_b[k] (D,) += scale g for row r, atomically:
+        the gradient g (D,) at the block's output, pre its input layer i on acts[p, r]."""
+        for v in range(w_in.shape[1]):
+            pre = b_in[i, v]
+            for a in range(D):
+                pre += w_in[i, v, a] * acts[p, r, a]
+            if pre > ZERO:
+                for a in range(D):
+                    cuda.atomic.add(d_w, (k, a, v), scale * g[a] * pre)
+        for a in range(D):
+            cuda.atomic.add(d_b, (k, a), scale * g[a])
+
+    @cuda.jit(device=True)
     def run_blocks(x, acc, w_in, b_in, w_out, b_out, seq_in, seq_out, c, first, last):
         """Blocks seq_in[c, p], seq_out[c, p] for p = first .. last - 1 on one row."""
         for p in range(first, last):
@@ -356,10 +370,12 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
 
     @cuda.jit
     def soft(x, acts, w_in, b_in, w_out, b_out, w_last, b_last, blk_in, blk_out, offsets,
-             active, weight, target, sse, grads):
+             active, weight, target, sse, grads, d_w, d_b):
         """The soft network on row r (one thread per row): acts[q, r] for every position,
         sse[r] its squared error, then back through it: grads[r, e] = d (squared error of
-        row r / m) / d weight[e] for every active entry e (soft_loss_and_grad)."""
+        row r / m) / d weight[e] for every active entry e (soft_loss_and_grad); when d_w
+        holds blocks, the gradients for block k's output layer are added to d_w[k] (D, h)
+        and d_b[k] (D,) atomically (soft_loss_and_grads)."""
         r = cuda.grid(1)
         m, n, h = x.shape[0], offsets.shape[0] - 1, w_in.shape[1]
         if r < m:
@@ -396,6 +412,8 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
                     for a in range(D):
                         total += b_out[j, a] * g[a]
                     grads[r, e] = total
+                    if d_w.shape[0] > 0:
+                        output_grads(acts, q, r, g, w_in, b_in, i, active[e], weight[e], d_w, d_b)
                 for a in range(D):
                     g[a] = new[a]
 
@@ -860,19 +878,43 @@ def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
     (its MSE, the gradient (n, n) float64 of the MSE with respect to p). Entries of p below
     ``floor`` are taken as zero and get a zero gradient. One thread per row; the
     per-row gradients (m, entries) are summed on the host."""
+    return _soft(x, target, weights, blk_in, blk_out, p, floor, False)
+
+
+def soft_loss_and_grads(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
+                        blk_in: np.ndarray, blk_out: np.ndarray, p: np.ndarray, floor: float
+                        ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`soft_loss_and_grad` and the gradients with respect to block k's output layer
+    as it is used, weights.w_out[blk_out[k]] (n, d, h) and weights.b_out[blk_out[k]] (n, d),
+    float64 (summed atomically in the activations' dtype on the device)."""
+    return _soft(x, target, weights, blk_in, blk_out, p, floor, True)
+
+
+def _soft(x, target, weights, blk_in, blk_out, p, floor, outputs: bool) -> tuple:
+    """soft_loss_and_grad(s) on the device."""
     _cuda()
     _check(x, weights)
     offsets, active, weight = active_entries(p, floor, x.dtype)
-    m, n = x.shape[0], len(blk_in)
+    (m, d), (n, h) = x.shape, (len(blk_in), weights.w_in.shape[1])
+    d_w = np.zeros((n if outputs else 0, d, h), x.dtype)
+    d_b = np.zeros((n if outputs else 0, d), x.dtype)
     if m == 0:
-        return soft_result(np.zeros(1), np.zeros((1, len(active))), offsets, active, p.shape, m)
-    kern = _kernels_for(x)
-    acts = cuda.device_array((n + 1, m, x.shape[1]), x.dtype)
-    sse = cuda.device_array(m, np.float64)
-    grads = cuda.device_array((m, max(len(active), 1)), np.float64)
-    kern.soft[_blocks(m), _tpb()](
-        _to_device(x), acts, *_weights(weights),
-        _index(blk_in, None, weights.w_in.shape[0]), _index(blk_out, None, weights.w_out.shape[0]),
-        _index(offsets), _index(active, None, max(n, 1)), _to_device(weight),
-        _to_device(np.ascontiguousarray(target, np.float64)), sse, grads)
-    return soft_result(sse.copy_to_host(), grads.copy_to_host(), offsets, active, p.shape, m)
+        sse, grads = np.zeros(1), np.zeros((1, len(active)))
+    else:
+        kern = _kernels_for(x)
+        acts = cuda.device_array((n + 1, m, d), x.dtype)
+        sse = cuda.device_array(m, np.float64)
+        grads = cuda.device_array((m, max(len(active), 1)), np.float64)
+        d_w_dev, d_b_dev = cuda.to_device(d_w), cuda.to_device(d_b)
+        kern.soft[_blocks(m), _tpb()](
+            _to_device(x), acts, *_weights(weights),
+            _index(blk_in, None, weights.w_in.shape[0]),
+            _index(blk_out, None, weights.w_out.shape[0]), _index(offsets),
+            _index(active, None, max(n, 1)), _to_device(weight),
+            _to_device(np.ascontiguousarray(target, np.float64)), sse, grads, d_w_dev, d_b_dev)
+        sse, grads = sse.copy_to_host(), grads.copy_to_host()
+        d_w, d_b = d_w_dev.copy_to_host(), d_b_dev.copy_to_host()
+    mse, grad = soft_result(sse, grads, offsets, active, p.shape, m)
+    if not outputs:
+        return mse, grad
+    return mse, grad, d_w.astype(np.float64), d_b.astype(np.float64)

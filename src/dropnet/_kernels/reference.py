@@ -110,6 +110,15 @@ def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
     """(MSE vs target (m,), gradient (n, n) with respect to p) of the soft network whose
     position q adds sum_k p[q, k] (block_k(x) - x), on rows x (m, d); block k is
     (blk_in[k], blk_out[k]); entries of p below ``floor`` count as zero, gradient zero."""
+    return soft_loss_and_grads(x, target, weights, blk_in, blk_out, p, floor)[:2]
+
+
+def soft_loss_and_grads(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
+                        blk_in: np.ndarray, blk_out: np.ndarray, p: np.ndarray, floor: float
+                        ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`soft_loss_and_grad` and the gradients with respect to block k's output layer
+    as it is used, weights.w_out[blk_out[k]] (n, d, h) and weights.b_out[blk_out[k]] (n, d),
+    all float64."""
     w = weights.astype(np.float64)
     n, m = len(blk_in), len(x)
     keep = np.where(p >= floor, p, 0.0)
@@ -119,6 +128,7 @@ def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
                                   for k in np.flatnonzero(keep[q])))
     err = acts[n] @ w.w_last + w.b_last[0] - target
     g, grad = 2 * err[:, None] * w.w_last[None, :] / max(m, 1), np.zeros((n, n))
+    d_w, d_b = np.zeros((n,) + w.w_out.shape[1:]), np.zeros((n, w.w_out.shape[1]))
     for q in range(n - 1, -1, -1):
         carried = g.copy()
         for k in np.flatnonzero(keep[q]):
@@ -126,6 +136,8 @@ def soft_loss_and_grad(x: np.ndarray, target: np.ndarray, weights: BlockWeights,
             pre = acts[q] @ w.w_in[i].T + w.b_in[i]
             u = g @ w.w_out[j]  # d loss / d hidden unit, per unit weight
             grad[q, k] = np.sum(np.maximum(pre, 0) * u) + w.b_out[j] @ g.sum(axis=0)
+            d_w[k] += keep[q, k] * g.T @ np.maximum(pre, 0)
+            d_b[k] += keep[q, k] * g.sum(axis=0)
             carried += keep[q, k] * ((pre > 0) * u) @ w.w_in[i]
         g = carried
-    return float(np.mean(err**2)) if m else 0.0, grad
+    return float(np.mean(err**2)) if m else 0.0, grad, d_w, d_b
