@@ -445,7 +445,7 @@ class _Run:
         RELAX_STALL of it, a span of STALL_SPAN of it without a walker improving ends it.
         On five 48-block networks at 120 s, a fixed turn certified four (72-103 s), a
         halved one all five but lost two 32-block networks whose walkers need the whole
-        turn after cheap relaxations; this rule certified all seven (64-90 s)."""
+        turn after cheap relaxations; this rule certified the five (64-90 s) and the two."""
         used = self.gained = self.used()
         self.pause = used + share
         self.stall = (used + RELAX_STALL * share, STALL_SPAN * share)

@@ -370,11 +370,11 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
 
     @cuda.jit
     def soft(x, acts, w_in, b_in, w_out, b_out, w_last, b_last, blk_in, blk_out, offsets,
-             active, weight, target, sse, grads, d_w, d_b):
+             active, weight, target, sse, grads, outputs, d_w, d_b):
         """The soft network on row r (one thread per row): acts[q, r] for every position,
         sse[r] its squared error, then back through it: grads[r, e] = d (squared error of
-        row r / m) / d weight[e] for every active entry e (soft_loss_and_grad); when d_w
-        holds blocks, the gradients for block k's output layer are added to d_w[k] (D, h)
+        row r / m) / d weight[e] for every active entry e (soft_loss_and_grad); with
+        ``outputs`` (1), the gradients for block k's output layer are added to d_w[k] (D, h)
         and d_b[k] (D,) atomically (soft_loss_and_grads)."""
         r = cuda.grid(1)
         m, n, h = x.shape[0], offsets.shape[0] - 1, w_in.shape[1]
@@ -412,7 +412,7 @@ def _kernels(dtype_name: str, width: int, tpb: int) -> SimpleNamespace:
                     for a in range(D):
                         total += b_out[j, a] * g[a]
                     grads[r, e] = total
-                    if d_w.shape[0] > 0:
+                    if outputs:
                         output_grads(acts, q, r, g, w_in, b_in, i, active[e], weight[e], d_w, d_b)
                 for a in range(D):
                     g[a] = new[a]
@@ -896,8 +896,7 @@ def _soft(x, target, weights, blk_in, blk_out, p, floor, outputs: bool) -> tuple
     _check(x, weights)
     offsets, active, weight = active_entries(p, floor, x.dtype)
     (m, d), (n, h) = x.shape, (len(blk_in), weights.w_in.shape[1])
-    d_w = np.zeros((n if outputs else 0, d, h), x.dtype)
-    d_b = np.zeros((n if outputs else 0, d), x.dtype)
+    d_w, d_b = np.zeros((max(n, 1), d, h), x.dtype), np.zeros((max(n, 1), d), x.dtype)
     if m == 0:
         sse, grads = np.zeros(1), np.zeros((1, len(active)))
     else:
@@ -905,16 +904,20 @@ def _soft(x, target, weights, blk_in, blk_out, p, floor, outputs: bool) -> tuple
         acts = cuda.device_array((n + 1, m, d), x.dtype)
         sse = cuda.device_array(m, np.float64)
         grads = cuda.device_array((m, max(len(active), 1)), np.float64)
-        d_w_dev, d_b_dev = cuda.to_device(d_w), cuda.to_device(d_b)
+        # without outputs: one unused block each (no zero-size device arrays)
+        d_w_dev = cuda.to_device(d_w) if outputs else cuda.device_array((1, d, h), x.dtype)
+        d_b_dev = cuda.to_device(d_b) if outputs else cuda.device_array((1, d), x.dtype)
         kern.soft[_blocks(m), _tpb()](
             _to_device(x), acts, *_weights(weights),
             _index(blk_in, None, weights.w_in.shape[0]),
             _index(blk_out, None, weights.w_out.shape[0]), _index(offsets),
             _index(active, None, max(n, 1)), _to_device(weight),
-            _to_device(np.ascontiguousarray(target, np.float64)), sse, grads, d_w_dev, d_b_dev)
+            _to_device(np.ascontiguousarray(target, np.float64)), sse, grads, int(outputs),
+            d_w_dev, d_b_dev)
         sse, grads = sse.copy_to_host(), grads.copy_to_host()
-        d_w, d_b = d_w_dev.copy_to_host(), d_b_dev.copy_to_host()
+        if outputs:
+            d_w, d_b = d_w_dev.copy_to_host(), d_b_dev.copy_to_host()
     mse, grad = soft_result(sse, grads, offsets, active, p.shape, m)
     if not outputs:
         return mse, grad
-    return mse, grad, d_w.astype(np.float64), d_b.astype(np.float64)
+    return mse, grad, d_w[:n].astype(np.float64), d_b[:n].astype(np.float64)
