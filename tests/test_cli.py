@@ -229,7 +229,7 @@ def test_an_uncertified_answer_says_how_to_go_on(small_net):
     result = solve(folder, "--time-limit", "1")
     assert result.exit_code == 1, (result.output, result.exception)
     assert "NOT certified" in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("the budget ran out first: a larger --time-limit")
+    assert result.stdout.splitlines()[-1].startswith("not certified within the budget: a larger --time-limit")
 
 
 # --------------------------------------------------------------------------- the puzzle

@@ -4,6 +4,7 @@ pass, and the orders it returns."""
 from __future__ import annotations
 
 import importlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,22 @@ def _setup(seed: int, n: int = 5, m: int = 40, d: int = 6, h: int = 10):
     x = rng.standard_normal((m, d))
     target = backend("reference").network_output(x, w, np.arange(n), np.arange(n))
     return rng, w, x, target
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled():
+    """Every kernel a solve reaches compiled (or loaded) before the tests that solve under a
+    time limit of a few seconds: with a cold cache compiling them takes longer than that
+    (this file run on its own after an edit to the kernels). A search under an evaluation
+    budget, which relaxes too, reads no clock."""
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    pieces, noisy, _ = _noisy_planted()
+    solve_loaded(pieces, noisy, SearchOptions(time_limit=np.inf, max_evals=30_000,
+                                              relax_after=0.2), progress=lambda _: None)
+    _, w, x, target = _setup(0)
+    net = relax.SoftNetwork(w, np.arange(5), np.arange(5))  # float32, as the solver runs it
+    net.loss_and_grads(np.eye(5), np.eye(5), x, target)
 
 
 def _loss(net, logits, x, target):
@@ -284,8 +301,6 @@ def test_solve_relaxes_again_from_the_best_so_far(monkeypatch):
 def test_walkers_far_behind_a_relaxation_stop(before, after):
     """After a relaxation, the walkers from before it at RELAX_BEHIND times its walkers'
     best MSE or more stop; the rest, and all of its own, go on (all when it gave none)."""
-    from types import SimpleNamespace
-
     solve = importlib.import_module("dropnet.solve")
     old = [SimpleNamespace(mse=m) for m in before]
     new = [SimpleNamespace(mse=m) for m in after]
@@ -539,3 +554,28 @@ def test_the_walkers_turn_ends_early_only_when_they_stall(start, share, when, la
     stalled = now - gained >= solve.STALL_SPAN * share
     early = now >= start + solve.RELAX_STALL * share
     assert run.paused() == (now >= start + share or (early and stalled))
+
+
+def test_the_walkers_turn_in_numbers(monkeypatch):
+    """RELAX_STALL 0.5, STALL_SPAN 0.25 of a turn of 0.2 from 0.1: no gain ends it at 0.2
+    (half of it passed, a quarter without a gain); a gain at 0.22 holds it to 0.27; a walk
+    that starts at 0.25 (seeds descended first) holds it to 0.3; it always ends at 0.3."""
+    solve = importlib.import_module("dropnet.solve")
+    monkeypatch.setattr(solve, "RELAX_STALL", 0.5)
+    monkeypatch.setattr(solve, "STALL_SPAN", 0.25)
+    run, clock = object.__new__(solve._Run), [0.1]
+    run.used = lambda: clock[0]
+    run.turn(0.2)
+
+    def paused_at(now: float) -> bool:
+        clock[0] = now
+        return run.paused()
+
+    assert not paused_at(0.19) and paused_at(0.2 + 1e-9)
+    run.gained = 0.22
+    assert not paused_at(0.26) and paused_at(0.27 + 1e-9)
+    clock[0], run.log = 0.25, solve.SearchLog()
+    solve._walk(run, [SimpleNamespace(walk=lambda: None, mse=1.0)])  # the walk starts at 0.25
+    assert run.gained == 0.25 and not paused_at(0.29) and paused_at(0.3 + 1e-9)
+    run.gained = 0.3
+    assert paused_at(0.3 + 1e-9)  # the turn's end, gains or not

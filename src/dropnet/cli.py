@@ -233,8 +233,8 @@ def _solve_text(result, digest: str) -> str:
                  f"search rounds")
     lines.append("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in result.timings.items()))
     if result.certifiable and not result.certified:
-        lines.append("the budget ran out first: a larger --time-limit (or --max-evals) may "
-                     "certify it; --start FILE goes on from this answer (saved with -o FILE)")
+        lines.append("not certified within the budget: a larger --time-limit (or --max-evals) "
+                     "may certify it; --start FILE goes on from this answer (saved with -o FILE)")
     return "\n".join(lines)
 
 

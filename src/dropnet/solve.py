@@ -367,6 +367,7 @@ def _walk(run: _Run, walkers: list[_Walker]) -> list[_Walker]:
     """Iterated local search side by side: rounds of kicks, the worst walker dropped after
     each, then the last one walks on; until certified, out of budget or paused. Returns the
     walkers left."""
+    run.gained = max(run.gained, run.used())  # a stall counts from here, not from descents
     while len(walkers) > 1 and not run.done():  # a round of kicks each, then drop the worst
         for walker in sorted(walkers, key=lambda w: w.mse):  # the likeliest first
             if walker.mse <= BEHIND * min(w.mse for w in walkers):
@@ -442,7 +443,9 @@ class _Run:
 
     def turn(self, share: float) -> None:
         """Give the walkers ``share`` of the budget before the next relaxation; past
-        RELAX_STALL of it, a span of STALL_SPAN of it without a walker improving ends it.
+        RELAX_STALL of it, a span of STALL_SPAN of it without a walker improving ends it
+        (counted from the later of the last improvement and the start of the walk: seeds
+        descended within the turn are not the walkers' time).
         On five 48-block networks at 120 s, a fixed turn certified four (72-103 s), a
         halved one all five but lost two 32-block networks whose walkers need the whole
         turn after cheap relaxations; this rule certified the five (64-90 s) and the two."""

@@ -665,5 +665,6 @@ def _soft(x, target, weights, blk_in, blk_out, p, floor, outputs: bool) -> tuple
     mse, grad = soft_result(sse, grads, offsets, active, p.shape, m)
     if not outputs:
         return mse, grad
-    d_w = d_w.sum(axis=0, dtype=np.float64).transpose(0, 1, 3, 2).reshape(n, -1, h)[:, :d]
-    return mse, grad, np.ascontiguousarray(d_w), d_b.sum(axis=0, dtype=np.float64)
+    rows = d_w.shape[2] * L  # d padded to whole chunks
+    d_w = d_w.sum(axis=0, dtype=np.float64).transpose(0, 1, 3, 2).reshape(n, rows, h)
+    return mse, grad, np.ascontiguousarray(d_w[:, :d]), d_b.sum(axis=0, dtype=np.float64)
