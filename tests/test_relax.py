@@ -579,3 +579,27 @@ def test_the_walkers_turn_in_numbers(monkeypatch):
     assert run.gained == 0.25 and not paused_at(0.29) and paused_at(0.3 + 1e-9)
     run.gained = 0.3
     assert paused_at(0.3 + 1e-9)  # the turn's end, gains or not
+
+
+def test_the_time_limit_counts_the_seeds_construction(monkeypatch):
+    """The budget's clock starts before the seeds are built: with an empty Numba cache their
+    kernels compile there, and a search whose clock started after them overran its limit
+    by their time (2.8 s at --time-limit 20 and 60 on a 48-block network)."""
+    import time
+
+    solve = importlib.import_module("dropnet.solve")
+    from dropnet.solve import SearchOptions, solve_loaded
+
+    real, calls = solve._ranked_seeds, []
+
+    def slow(*args, **kwargs):  # the first construction takes a second, as a compile would
+        if not calls:
+            time.sleep(1.0)
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(solve, "_ranked_seeds", slow)
+    pieces, noisy, _ = _noisy_planted()
+    result = solve_loaded(pieces, noisy, SearchOptions(time_limit=2.0, relax_after=1.0))
+    assert not result.certified
+    assert 2.0 <= result.timings["order"] + result.timings.get("certify", 0.0) < 2.5

@@ -252,6 +252,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     RELAX_BEHIND times its walkers' best MSE or more stop); it runs again each time the
     walkers have had RELAX_WALK times the budget it took, or sooner once they stall
     (:meth:`_Run.turn`)."""
+    started = time.perf_counter()  # the budget counts the seeds' construction too
     names = _seed_names(options.seed)
     lazy = [n for n in names if n in LAZY_SEEDS and len(names) > 1]  # built only if needed
     seeds, pairings = _ranked_seeds(stack, pairing.candidates(), data, options,
@@ -259,7 +260,7 @@ def _order(stack: Stack, pairing: Pairing, data: Data, options: SearchOptions, s
     if pairing.data is not None and [p[0] for p in pairings] == ["ratio"]:
         say("the data's pairings start far worse than the ratio's: searching the ratio's only")
         pairing = replace(pairing, data=None)
-    run = _Run(stack, pairing, data, options, say, timings)
+    run = _Run(stack, pairing, data, options, say, timings, started)
     if start is not None:  # the user's start: kept unless the search does better, descended first
         seeds.insert(0, ("start", *start))
         run.certify(*start, "start")
@@ -386,12 +387,13 @@ class _Run:
     """One ordering search: its budget, its log, and the best answer certified so far."""
 
     def __init__(self, stack: Stack, pairing: Pairing, data: Data, options: SearchOptions,
-                 say: Progress, timings: dict):
+                 say: Progress, timings: dict, started: float | None = None):
+        """``started``: the perf_counter time the budget counts from (default: now)."""
         self.stack, self.data, self.options, self.say, self.timings = (
             stack, data, options, say, timings)
         self.pairing = pairing
         self.tol, self.log = certify.tolerance(data.target, stack.blocks), SearchLog()
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if started is None else started
         self.deadline = self.started + options.time_limit
         self.timed = bool(np.isfinite(options.time_limit))  # else the budget is max_evals
         self.counted = options.max_evals < NO_EVAL_LIMIT  # max_evals is a budget too
