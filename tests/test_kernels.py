@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from dropnet._kernels import BlockWeights, backend
 
@@ -198,8 +198,8 @@ def test_soft_loss_and_grad_matches_reference(dtype, shape, seed, floor):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @settings(max_examples=20, deadline=None)
-@given(shape=shapes | st.just((5, 40, 40, 24)),  # d over two chunks of lanes in both dtypes
-       seed=st.integers(0, 2**32 - 1), floor=st.sampled_from([0.0, 0.05, 2.0]))
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), floor=st.sampled_from([0.0, 0.05, 2.0]))
+@example(shape=(5, 40, 40, 24), seed=0, floor=0.05)  # d over 3 (float32) or 5 (float64) chunks
 def test_soft_loss_and_grads_matches_reference(dtype, shape, seed, floor):
     """The output layers' gradients too (the pairing relaxation's step; the CPU kernel sums
     them in chunks of d by lanes), and the first two results are soft_loss_and_grad's."""
