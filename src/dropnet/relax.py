@@ -113,8 +113,7 @@ class SoftNetwork:
 
     def __init__(self, weights: BlockWeights, blk_in: np.ndarray, blk_out: np.ndarray,
                  dtype=np.float32, kernels: str = "cpu"):
-        n, h, d = len(blk_in), weights.w_in.shape[1], weights.w_in.shape[2]
-        self.n, self.h, self.d, self.dtype = n, h, d, dtype
+        self.n, self.dtype = len(blk_in), dtype
         self.weights, self.kernels = weights.astype(dtype), backend(kernels)
         self.blk_in = np.ascontiguousarray(blk_in, np.int64)
         self.blk_out = np.ascontiguousarray(blk_out, np.int64)
@@ -346,10 +345,10 @@ def _relax(weights, blk_in, blk_out, x, target, order, rounds, random_seed, dead
     if started > deadline:
         return None, None, np.inf
     rng = np.random.default_rng(random_seed)
-    net = SoftNetwork(weights, blk_in, blk_out, kernels=kernels)
+    net = SoftNetwork(weights, blk_in, blk_out, np.float32, kernels=kernels)
     x32 = np.ascontiguousarray(x, np.float32)
     m = min(CHECK_ROWS, len(x))
-    weights32 = weights.astype(np.float32)
+    weights32 = net.weights  # the same float32 copy the soft steps run on
 
     def score(candidate: np.ndarray, outputs: np.ndarray | None) -> float:
         net.block_rows += m * net.n
